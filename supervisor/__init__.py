@@ -1,0 +1,97 @@
+"""ziggie's supervision runtime: OTP-style supervision trees for nested AI agents on anyio.
+
+Note: the import name ``supervisor`` is also used by supervisord's package on PyPI; the
+two cannot be installed in one environment. ziggie never depends on supervisord.
+"""
+
+from ._errors import (
+    ActorDied,
+    ActorError,
+    ActorNotRunning,
+    AlreadyPresent,
+    AlreadyStarted,
+    InvalidTransition,
+    MailboxFull,
+    MaxChildren,
+    NotFound,
+    RestartIntensityExceeded,
+    Running,
+    StartError,
+    SupervisorClosed,
+    SupervisorError,
+    ZiggieError,
+)
+from ._events import EventLog, json_events, no_events
+from ._policy import AutoShutdown, Backoff, Intensity, Outcome, Restart, Shutdown, Strategy
+from ._runtime import Runtime, open_runtime
+from ._schemas import (
+    PROTOCOL_VERSION,
+    AgentContext,
+    AgentPermissions,
+    AgentSpec,
+    DeploymentRequest,
+    DeploymentResponse,
+    is_valid_id,
+    validate_id,
+)
+from ._tree import (
+    IGNORE,
+    ChildContext,
+    ChildCounts,
+    ChildInfo,
+    ChildSpec,
+    ChildState,
+    Supervisor,
+    open_supervisor,
+    supervisor_spec,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IGNORE",
+    "PROTOCOL_VERSION",
+    "ActorDied",
+    "ActorError",
+    "ActorNotRunning",
+    "AgentContext",
+    "AgentPermissions",
+    "AgentSpec",
+    "AlreadyPresent",
+    "AlreadyStarted",
+    "AutoShutdown",
+    "Backoff",
+    "ChildContext",
+    "ChildCounts",
+    "ChildInfo",
+    "ChildSpec",
+    "ChildState",
+    "DeploymentRequest",
+    "DeploymentResponse",
+    "EventLog",
+    "Intensity",
+    "InvalidTransition",
+    "MailboxFull",
+    "MaxChildren",
+    "NotFound",
+    "Outcome",
+    "Restart",
+    "RestartIntensityExceeded",
+    "Running",
+    "Runtime",
+    "Shutdown",
+    "StartError",
+    "Strategy",
+    "Supervisor",
+    "SupervisorClosed",
+    "SupervisorError",
+    "ZiggieError",
+    "__version__",
+    "is_valid_id",
+    "json_events",
+    "no_events",
+    "open_runtime",
+    "open_supervisor",
+    "supervisor_spec",
+    "validate_id",
+]

@@ -1,0 +1,78 @@
+"""Lifecycle events as structlog calls, one JSON object per line when rendered.
+
+A runtime emits through an :class:`EventLog`. By default it uses the host application's
+structlog configuration (``structlog.get_logger("ziggie")``), so events land wherever the
+host sends its logs and ``structlog.testing.capture_logs()`` sees them; :func:`json_events`
+renders JSON lines to a stream or a file instead, independent of the host's configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+import structlog
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+class EventLog:
+    """Where lifecycle events go. ``enabled=False`` costs one attribute check per event."""
+
+    def __init__(self, logger: Any | None = None, *, enabled: bool = True) -> None:
+        self._logger = logger if logger is not None else structlog.get_logger("ziggie")
+        self.enabled = enabled
+        self._listeners: list[Listener] = []
+
+    def emit(self, event: str, **fields: Any) -> None:
+        for listener in self._listeners:
+            listener(event, fields)
+        if self.enabled:
+            self._logger.info(event, **fields)
+
+    @contextmanager
+    def listen(self, listener: Listener) -> Iterator[None]:
+        """Also call *listener(event, fields)* for every event while the block runs."""
+        self._listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._listeners.remove(listener)
+
+
+def _processors() -> list[Any]:
+    return [
+        # No add_log_level: "level" is the agent's level (L1/L2/L3) in our events.
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        structlog.processors.dict_tracebacks,
+        structlog.processors.JSONRenderer(sort_keys=False),
+    ]
+
+
+def json_events(target: TextIO | str | os.PathLike[str] | None = None) -> EventLog:
+    """Render events as JSON lines to *target*: a text stream (default stderr) or a path.
+
+    A path is opened for appending with mode 0600, line-buffered.
+    """
+    stream: IO[str]
+    if target is None:
+        stream = sys.stderr
+    elif isinstance(target, str | os.PathLike):
+        path = Path(target)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        stream = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+    else:
+        stream = target
+    logger = structlog.wrap_logger(
+        structlog.WriteLogger(stream), processors=_processors(), context_class=dict
+    )
+    return EventLog(logger)
+
+
+def no_events() -> EventLog:
+    """An event log that drops everything (listeners still run)."""
+    return EventLog(structlog.get_logger("ziggie"), enabled=False)

@@ -1,0 +1,174 @@
+"""Wire models of the seed's file-queue protocol (``version: "1.0"``), field for field.
+
+The seed's own client and request files must validate unchanged, so every field we add
+is optional with a default. What the seed lacked is validation: ids are checked here,
+once, before anything can use them as part of a path.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+PROTOCOL_VERSION = "1.0"
+
+#: An id may name a file, so it cannot contain a separator, start with a dot, or be long.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def validate_id(value: str, what: str = "id") -> str:
+    """Return *value* if it is a safe id, else raise ``ValueError`` saying why."""
+    if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
+        raise ValueError(
+            f"invalid {what} {value!r}: must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}} "
+            "(letters, digits, '.', '_', '-'; no path separators)"
+        )
+    return value
+
+
+def is_valid_id(value: object) -> bool:
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
+
+
+def _check_id(value: str) -> str:
+    return validate_id(value)
+
+
+def _utc(value: Any) -> Any:
+    # The seed writes naive ``datetime.utcnow()`` stamps: read them as UTC.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    if isinstance(value, str):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return value
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+SafeId = Annotated[str, AfterValidator(_check_id)]
+Timestamp = Annotated[datetime, BeforeValidator(_utc)]
+Level = Literal["L1", "L2", "L3"]
+RestartType = Literal["permanent", "transient", "temporary"]
+Action = Literal["deploy_agent", "status_check", "terminate_agent", "list_agents", "restart_agent"]
+Status = Literal["deployed", "failed", "running", "completed", "terminated", "submitted"]
+
+
+class _Model(BaseModel):
+    # Unknown fields are ignored, as pydantic's default, so newer peers stay readable.
+    model_config = ConfigDict(extra="ignore", str_max_length=1_000_000)
+
+
+class AgentPermissions(_Model):
+    """File and command permissions for an agent (glob patterns and program names)."""
+
+    read: list[str] = Field(default_factory=list, description="Readable file paths")
+    write: list[str] = Field(default_factory=list, description="Writable file paths")
+    execute: list[str] = Field(default_factory=list, description="Executable commands")
+
+
+class AgentContext(_Model):
+    """Execution context for an agent."""
+
+    working_directory: str = Field(description="Working directory for agent")
+    knowledge_base: str | None = Field(None, description="Knowledge base path")
+    permissions: AgentPermissions = Field(default_factory=AgentPermissions)
+
+
+def _check_shutdown(value: Any) -> Any:
+    if isinstance(value, str) and value not in ("brutal_kill", "infinity"):
+        raise ValueError("shutdown must be seconds >= 0, 'brutal_kill' or 'infinity'")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+        raise ValueError("shutdown seconds must be >= 0")
+    return value
+
+
+ShutdownField = Annotated[
+    float | Literal["brutal_kill", "infinity"], BeforeValidator(_check_shutdown)
+]
+
+
+class AgentSpec(_Model):
+    """Agent deployment specification (the seed's fields, plus optional new ones)."""
+
+    id: SafeId = Field(default_factory=new_id, description="Unique agent ID")
+    level: Level = Field(description="Agent hierarchy level")
+    name: str = Field(description="Human-readable agent name")
+    role: str = Field(description="Agent role description")
+    tools: list[str] = Field(default=["Read", "Grep", "Bash"], description="Available tools")
+    context: AgentContext = Field(description="Execution context")
+    task: str = Field(description="Task description")
+    max_iterations: int = Field(default=50, ge=1, description="Maximum iterations")
+    timeout_seconds: int = Field(default=300, gt=0, description="Timeout in seconds")
+    # -- additions; all optional so the seed's files stay valid --
+    command: list[str] | None = Field(
+        default=None, description="Exact argv to run (never through a shell)"
+    )
+    runner: str | None = Field(default=None, description="Runner name when no command")
+    restart: RestartType | None = Field(default=None, description="Restart type")
+    shutdown: ShutdownField = Field(default=5.0, description="Graceful stop seconds")
+    max_children: int | None = Field(default=None, ge=0, description="Live children cap")
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not value[0]):
+            raise ValueError("command must be a non-empty argv list")
+        return value
+
+
+class DeploymentRequest(_Model):
+    """A request in ``requests/<request_id>.request.json``."""
+
+    version: str = Field(default=PROTOCOL_VERSION, description="Protocol version")
+    request_id: SafeId = Field(default_factory=new_id)
+    timestamp: Timestamp = Field(default_factory=utc_now)
+    parent_agent: str = Field(description="Parent agent name")
+    action: Action
+    agent_spec: AgentSpec | None = None
+    target_agent_id: SafeId | None = None
+
+    @model_validator(mode="after")
+    def _action_has_its_arguments(self) -> DeploymentRequest:
+        if self.action == "deploy_agent" and self.agent_spec is None:
+            raise ValueError("action 'deploy_agent' needs 'agent_spec'")
+        if self.action in ("status_check", "terminate_agent", "restart_agent") and (
+            self.target_agent_id is None
+        ):
+            raise ValueError(f"action {self.action!r} needs 'target_agent_id'")
+        return self
+
+
+class DeploymentResponse(_Model):
+    """An answer in ``responses/<request_id>.response.json``."""
+
+    version: str = Field(default=PROTOCOL_VERSION)
+    request_id: str
+    timestamp: Timestamp = Field(default_factory=utc_now)
+    status: Status
+    agent_id: str
+    pid: int | None = None
+    message: str
+    output_log: str | None = None
+    error: str | None = None
+    # -- additions --
+    agent: dict[str, Any] | None = Field(default=None, description="Status detail")
+    agents: list[dict[str, Any]] | None = Field(default=None, description="list_agents")

@@ -1,0 +1,70 @@
+"""Shared fixtures: both anyio backends (trio on a MockClock), and a no-leftover-process check."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psutil
+import pytest
+import trio.testing
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("trio", id="trio"),
+        pytest.param("asyncio", id="asyncio"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    """trio runs on a MockClock that jumps ahead whenever every task is blocked."""
+    if request.param == "trio":
+        return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+    return "asyncio"
+
+
+@pytest.fixture
+def trio_only(anyio_backend: object) -> None:
+    """For tests that assert exact virtual time: only trio has a mock clock."""
+    if anyio_backend == "asyncio":
+        pytest.skip("exact virtual time needs trio's MockClock")
+
+
+def _marked(proc: psutil.Process) -> bool:
+    try:
+        return "ZIGGIE_AGENT_ID" in proc.environ()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def leftover_processes(before: set[int]) -> list[psutil.Process]:
+    """Our descendants not present before, plus any process carrying an agent marker."""
+    me = psutil.Process()
+    found = {p.pid: p for p in me.children(recursive=True) if p.pid not in before}
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid != os.getpid() and proc.pid not in before and _marked(proc):
+            found[proc.pid] = proc
+    alive = []
+    for proc in found.values():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE or proc.ppid() == os.getpid():
+                alive.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Every test must leave no process (or zombie child) behind: asserted with psutil."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    left = leftover_processes(before)
+    for proc in left:  # clean up so one failure does not cascade into the next test
+        try:
+            proc.kill()
+            proc.wait(5)
+        except psutil.Error:
+            pass
+    assert not left, f"processes left behind: {[(p.pid, p.info) for p in left]}"

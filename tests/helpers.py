@@ -1,0 +1,89 @@
+"""Test helpers: a probe whose children crash, exit or hang on command, and event capture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+
+from supervisor import ChildContext, ChildSpec, EventLog, Restart, Shutdown, no_events
+
+
+class Crash(Exception):
+    pass
+
+
+class Probe:
+    """Children that log ``("start"|"stop", id, incarnation)`` and obey commands.
+
+    ``probe.crash("a")`` makes the running incarnation of ``a`` raise, ``probe.finish("a")``
+    makes it return; ``await probe.wait_for(entry)`` waits until *entry* is logged.
+    """
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, int]] = []
+        self._commands: dict[str, tuple[anyio.Event, list[str]]] = {}
+        self._changed = anyio.Event()
+
+    def _append(self, entry: tuple[str, str, int]) -> None:
+        self.log.append(entry)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, entry: tuple[str, str, int]) -> None:
+        while entry not in self.log:
+            await self._changed.wait()
+
+    def _command(self, child_id: str, action: str) -> None:
+        event, box = self._commands[child_id]
+        box.append(action)
+        event.set()
+
+    def crash(self, child_id: str) -> None:
+        self._command(child_id, "crash")
+
+    def finish(self, child_id: str) -> None:
+        self._command(child_id, "finish")
+
+    def starts(self, child_id: str) -> int:
+        return sum(1 for kind, cid, _ in self.log if kind == "start" and cid == child_id)
+
+    def spec(
+        self,
+        child_id: str,
+        *,
+        restart: Restart = Restart.PERMANENT,
+        shutdown: Shutdown = Shutdown(5.0),
+        fail_start: bool = False,
+        **kw: Any,
+    ) -> ChildSpec:
+        async def start(ctx: ChildContext) -> None:
+            self._append(("start", child_id, ctx.incarnation))
+            if fail_start:
+                raise Crash(f"{child_id} cannot start")
+            event, box = anyio.Event(), []
+            self._commands[child_id] = (event, box)
+            ctx.started(ctx.incarnation)
+            try:
+                await event.wait()
+                if box[0] == "crash":
+                    raise Crash(child_id)
+            finally:
+                self._append(("stop", child_id, ctx.incarnation))
+
+        return ChildSpec(id=child_id, start=start, restart=restart, shutdown=shutdown, **kw)
+
+
+@contextmanager
+def recording() -> Iterator[tuple[EventLog, list[tuple[str, dict[str, Any]]]]]:
+    """An event log that keeps every event as ``(name, fields)``."""
+    events = no_events()
+    seen: list[tuple[str, dict[str, Any]]] = []
+    with events.listen(lambda name, fields: seen.append((name, fields))):
+        yield events, seen
+
+
+def names(seen: list[tuple[str, dict[str, Any]]], *wanted: str) -> list[tuple[str, str]]:
+    return [(n, f.get("agent_id", "")) for n, f in seen if not wanted or n in wanted]

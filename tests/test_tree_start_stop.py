@@ -1,0 +1,187 @@
+"""OTP supervisor_SUITE groups: start (ignore, error, rollback), stop (shutdown specs), order."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from actors import function_actor
+from supervisor import (
+    IGNORE,
+    ChildContext,
+    ChildSpec,
+    ChildState,
+    Outcome,
+    Shutdown,
+    StartError,
+    open_runtime,
+    supervisor_spec,
+)
+
+from .helpers import Crash, Probe, names, recording
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_children_start_in_order_and_stop_in_reverse() -> None:
+    probe = Probe()
+    specs = [probe.spec(c) for c in ("a", "b", "c")]
+    async with open_runtime(children=specs, events=None) as rt:
+        assert [c.id for c in rt.root.which_children()] == ["a", "b", "c"]
+        assert [e[1] for e in probe.log] == ["a", "b", "c"]
+        assert rt.whereis("b") == 1  # the started() value
+    assert [e for e in probe.log if e[0] == "stop"] == [
+        ("stop", "c", 1),
+        ("stop", "b", 1),
+        ("stop", "a", 1),
+    ]
+
+
+async def test_start_failure_rolls_back_and_names_the_child() -> None:
+    probe = Probe()
+    specs = [probe.spec("a"), probe.spec("b"), probe.spec("bad", fail_start=True), probe.spec("z")]
+    with pytest.RaisesGroup(pytest.RaisesExc(StartError, match="'bad' failed to start")) as info:
+        async with open_runtime(children=specs):
+            pytest.fail("runtime must not open")
+    err = info.value.exceptions[0]
+    assert isinstance(err, StartError)
+    assert err.child_id == "bad"
+    assert isinstance(err.reason, Crash)
+    # a and b were started, then stopped newest first; z never started.
+    assert probe.log == [
+        ("start", "a", 1),
+        ("start", "b", 1),
+        ("start", "bad", 1),
+        ("stop", "b", 1),
+        ("stop", "a", 1),
+    ]
+
+
+async def test_ignore_keeps_the_spec_and_starts_the_rest() -> None:
+    async def ignoring(ctx: ChildContext) -> object:
+        return IGNORE
+
+    probe = Probe()
+    async with open_runtime(children=[ChildSpec("idle", ignoring), probe.spec("b")]) as rt:
+        idle = rt.info("idle")
+        assert idle.state is ChildState.STOPPED
+        assert rt.whereis("idle") is None
+        assert rt.info("b").state is ChildState.RUNNING
+        assert rt.root.count_children().specs == 2
+        assert rt.root.count_children().active == 1
+        assert await rt.root.restart_child("idle") is IGNORE
+
+
+async def test_returning_before_started_is_a_start_error() -> None:
+    async def lazy(ctx: ChildContext) -> None:
+        return None
+
+    async with open_runtime() as rt:
+        with pytest.raises(StartError, match="returned before calling started"):
+            await rt.start_child(ChildSpec("lazy", lazy))
+        assert "lazy" not in rt
+
+
+async def _graceful_child(ctx: ChildContext, took: list[float], cleanup: float) -> None:
+    ctx.started()
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with ctx.shielded():
+            start = anyio.current_time()
+            try:
+                await anyio.sleep(cleanup)
+            finally:
+                took.append(anyio.current_time() - start)
+
+
+def _cleanup_spec(child_id: str, shutdown: Shutdown, took: list[float], cleanup: float) -> ChildSpec:
+    async def start(ctx: ChildContext) -> None:
+        await _graceful_child(ctx, took, cleanup)
+
+    return ChildSpec(child_id, start, shutdown=shutdown)
+
+
+async def test_shutdown_graceful_cleanup_finishes_within_grace(trio_only: None) -> None:
+    took: list[float] = []
+    async with open_runtime() as rt:
+        await rt.start_child(_cleanup_spec("w", Shutdown(5), took, cleanup=2))
+        await rt.root.terminate_child("w")
+    assert took == [2]
+
+
+async def test_shutdown_timeout_cuts_cleanup_at_grace(trio_only: None) -> None:
+    took: list[float] = []
+    async with open_runtime() as rt:
+        await rt.start_child(_cleanup_spec("w", Shutdown(1.5), took, cleanup=60))
+        await rt.root.terminate_child("w")
+    assert took == [1.5]
+
+
+async def test_shutdown_brutal_kill_skips_cleanup(trio_only: None) -> None:
+    took: list[float] = []
+    async with open_runtime() as rt:
+        await rt.start_child(_cleanup_spec("w", Shutdown.BRUTAL_KILL, took, cleanup=60))
+        await rt.root.terminate_child("w")
+    assert took == [0]
+
+
+async def test_shutdown_infinity_waits_for_cleanup(trio_only: None) -> None:
+    took: list[float] = []
+    async with open_runtime() as rt:
+        await rt.start_child(_cleanup_spec("w", Shutdown.INFINITY, took, cleanup=3600))
+        await rt.root.terminate_child("w")
+    assert took == [3600]
+
+
+async def test_terminated_child_reports_shutdown_outcome_and_event() -> None:
+    probe = Probe()
+    with recording() as (events, seen):
+        async with open_runtime(events=events) as rt:
+            await rt.start_child(probe.spec("a"))
+            await rt.root.terminate_child("a")
+            info = rt.info("a")
+            assert info.state is ChildState.STOPPED
+            assert info.outcome is Outcome.SHUTDOWN
+    assert names(seen, "started", "stop_requested", "terminated") == [
+        ("started", "a"),
+        ("stop_requested", "a"),
+        ("terminated", "a"),
+    ]
+
+
+async def test_three_level_tree_stops_leaves_first() -> None:
+    probe = Probe()
+    tree = supervisor_spec(
+        "l1",
+        [
+            supervisor_spec("l2a", [probe.spec("l3a1"), probe.spec("l3a2")]),
+            supervisor_spec("l2b", [probe.spec("l3b1")]),
+        ],
+    )
+    with recording() as (events, seen):
+        async with open_runtime(children=[tree], events=events) as rt:
+            assert rt.info("l3a2").path == "ziggie/l1/l2a/l3a2"
+            snapshot = rt.tree()
+            l1 = snapshot["children"][0]
+            assert [c["id"] for c in l1["children"]] == ["l2a", "l2b"]
+            assert [c["id"] for c in l1["children"][0]["children"]] == ["l3a1", "l3a2"]
+            await rt.root.terminate_child("l1")
+            assert rt.ids() == ["l1"]  # a permanent spec stays; its subtree is gone
+    order = [a for n, a in names(seen, "terminated")]
+    assert order == ["l3b1", "l2b", "l3a2", "l3a1", "l2a", "l1"]
+
+
+async def test_function_actor_exit_is_normal() -> None:
+    done = anyio.Event()
+
+    async def work() -> None:
+        done.set()
+
+    async with open_runtime() as rt:
+        await rt.start_child(function_actor("once", work, restart="transient"))
+        await done.wait()
+        with anyio.fail_after(5):
+            while rt.info("once").outcome is None:
+                await anyio.sleep(0)
+        assert rt.info("once").outcome is Outcome.NORMAL
