@@ -94,9 +94,11 @@ class AgentContext(_Model):
 
 
 def _check_shutdown(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("shutdown must be seconds >= 0, 'brutal_kill' or 'infinity'")
     if isinstance(value, str) and value not in ("brutal_kill", "infinity"):
         raise ValueError("shutdown must be seconds >= 0, 'brutal_kill' or 'infinity'")
-    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+    if isinstance(value, int | float) and value < 0:
         raise ValueError("shutdown seconds must be >= 0")
     return value
 

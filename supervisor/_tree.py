@@ -120,7 +120,7 @@ class ChildInfo:
     level: str | None
     incarnation: int
     restarts: int
-    outcome: Outcome | None
+    outcome: Outcome | None  #: how the latest ended incarnation ended
     reason: str | None
     started_at: float | None
     ended_at: float | None
@@ -177,7 +177,16 @@ class _Incarnation:
 class _Child:
     """A child slot in a supervisor: a spec and its current incarnation."""
 
-    __slots__ = ("current", "incarnations", "path", "restarts", "spec", "state")
+    __slots__ = (
+        "current",
+        "incarnations",
+        "last_outcome",
+        "last_reason",
+        "path",
+        "restarts",
+        "spec",
+        "state",
+    )
 
     def __init__(self, spec: ChildSpec, path: str) -> None:
         self.spec = spec
@@ -186,6 +195,9 @@ class _Child:
         self.current: _Incarnation | None = None
         self.incarnations = 0
         self.restarts = 0
+        # How the latest ended incarnation ended: kept across restarts for status.
+        self.last_outcome: Outcome | None = None
+        self.last_reason: BaseException | str | None = None
 
     def move(self, new: ChildState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -207,8 +219,8 @@ class _Child:
             level=self.spec.level,
             incarnation=self.incarnations,
             restarts=self.restarts,
-            outcome=inc.outcome if inc else None,
-            reason=describe(inc.reason) or None if inc else None,
+            outcome=self.last_outcome,
+            reason=describe(self.last_reason) or None,
             started_at=inc.started_at if inc else None,
             ended_at=inc.ended_at if inc else None,
             value=inc.value if inc and self.state is ChildState.RUNNING else None,
@@ -511,6 +523,7 @@ class Supervisor:
         elif outcome is Outcome.NORMAL and inc.scope.cancel_called:
             outcome, reason = Outcome.TIMEOUT, "deadline passed"
         inc.outcome, inc.reason = outcome, reason
+        child.last_outcome, child.last_reason = outcome, reason
         inc.ended_at = anyio.current_time()
         child.move(ChildState.STOPPED)
         inc.done.set()

@@ -36,6 +36,11 @@ class Probe:
         while entry not in self.log:
             await self._changed.wait()
 
+    async def wait_starts(self, child_id: str, count: int) -> None:
+        """Wait until *child_id* has started *count* times, over every incarnation."""
+        while self.starts(child_id) < count:
+            await self._changed.wait()
+
     def _command(self, child_id: str, action: str) -> None:
         event, box = self._commands[child_id]
         box.append(action)

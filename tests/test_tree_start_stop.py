@@ -95,7 +95,9 @@ async def _graceful_child(ctx: ChildContext, took: list[float], cleanup: float) 
                 took.append(anyio.current_time() - start)
 
 
-def _cleanup_spec(child_id: str, shutdown: Shutdown, took: list[float], cleanup: float) -> ChildSpec:
+def _cleanup_spec(
+    child_id: str, shutdown: Shutdown, took: list[float], cleanup: float
+) -> ChildSpec:
     async def start(ctx: ChildContext) -> None:
         await _graceful_child(ctx, took, cleanup)
 
