@@ -615,7 +615,13 @@ class Supervisor:
         inc.ended_at = time.time()
         child.move(ChildState.STOPPED)
         if inc.started:
-            self._emit(_EXIT_EVENTS[outcome], child, inc, outcome=str(outcome), reason=describe(reason) or None)
+            self._emit(
+                _EXIT_EVENTS[outcome],
+                child,
+                inc,
+                outcome=str(outcome),
+                reason=describe(reason) or None,
+            )
             if not inc.stop_requested:
                 self._exits_tx.send_nowait((child, inc))
         inc.finished.reach()
