@@ -64,6 +64,8 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
 SafeId = Annotated[str, AfterValidator(_check_id)]
 Timestamp = Annotated[datetime, BeforeValidator(_utc)]
 Level = Literal["L1", "L2", "L3"]
@@ -128,6 +130,17 @@ class AgentSpec(_Model):
     restart: RestartType | None = Field(default=None, description="Restart type")
     shutdown: ShutdownField = Field(default=5.0, description="Graceful stop seconds")
     max_children: int | None = Field(default=None, ge=0, description="Live children cap")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"invalid environment variable name {name!r}")
+            if name.startswith("ZIGGIE_"):
+                raise ValueError(f"{name!r}: ZIGGIE_* variables are set by the runtime")
+        return value
 
     @field_validator("command")
     @classmethod

@@ -339,6 +339,10 @@ class ChildContext:
     def stop_requested(self) -> bool:
         return self._inc.stop_requested
 
+    def emit(self, event: str, **fields: Any) -> None:
+        """Emit a lifecycle event carrying this child's id, parent, level, path, incarnation."""
+        self.supervisor._emit(event, self._child, self._inc, **fields)
+
     def started(self, value: Any = None) -> None:
         """Report that the child is up; its supervisor's ``start`` returns *value*."""
         inc = self._inc

@@ -67,4 +67,11 @@ def no_leftover_processes() -> Iterator[None]:
             proc.wait(5)
         except psutil.Error:
             pass
-    assert not left, f"processes left behind: {[(p.pid, p.info) for p in left]}"
+    assert not left, f"processes left behind: {[_describe(p) for p in left]}"
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {proc.status()} {' '.join(proc.cmdline())[:120]}"
+    except psutil.Error:
+        return str(proc.pid)

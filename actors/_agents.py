@@ -1,0 +1,202 @@
+"""From an :class:`AgentSpec` to a supervised process: home layout, definition, checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor import AgentSpec, ChildSpec, Restart, Shutdown, ZiggieError
+
+from ._process import process_spec
+from ._proctree import log_path_for
+from ._runners import resolve_argv
+
+
+class AgentRefused(ZiggieError, ValueError):
+    """The spec cannot be deployed as it stands; the message says which field and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentHome:
+    """The coordinator's home, in the seed's layout; directories are created 0700."""
+
+    root: Path
+
+    @property
+    def queue(self) -> Path:
+        return self.root / "agent-queue"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "agent-logs"
+
+    @property
+    def definitions(self) -> Path:
+        return self.root / ".claude" / "agents"
+
+    def ensure(self) -> AgentHome:
+        for sub in ("requests", "processing", "responses", "archive"):
+            _mkdir(self.queue / sub)
+        _mkdir(self.logs)
+        _mkdir(self.definitions)
+        return self
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> AgentHome:
+        return cls(Path(root).absolute()).ensure()
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write *text* to a temp file beside *path* (0600), then ``os.replace`` it in."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _q(value: object) -> str:
+    # JSON scalars are valid YAML flow scalars: a newline in a name stays inside its quotes.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def definition_text(spec: AgentSpec, parent_id: str | None) -> str:
+    """The seed's agent definition: YAML front matter (every value quoted), then Markdown."""
+    perms = spec.context.permissions
+    front = {
+        "id": spec.id,
+        "name": spec.name,
+        "role": spec.role,
+        "level": spec.level,
+        "parent": parent_id,
+        "tools": spec.tools,
+        "max_iterations": spec.max_iterations,
+        "timeout": spec.timeout_seconds,
+        "working_directory": spec.context.working_directory,
+        "task": spec.task,
+    }
+    lines = ["---", *(f"{key}: {_q(value)}" for key, value in front.items()), "---", ""]
+
+    def bullets(items: list[str]) -> str:
+        return "\n".join(f"- {item}" for item in items) or "- (none)"
+
+    lines += [
+        f"# {spec.name}",
+        "",
+        "## Role",
+        spec.role,
+        "",
+        "## Task",
+        spec.task,
+        "",
+        "## Context",
+        f"- Working Directory: {spec.context.working_directory}",
+        f"- Knowledge Base: {spec.context.knowledge_base or 'N/A'}",
+        "",
+        "## Permissions",
+        "### Read Access",
+        bullets(perms.read),
+        "",
+        "### Write Access",
+        bullets(perms.write),
+        "",
+        "### Execute Access",
+        bullets(perms.execute),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def read_definition(path: Path) -> dict[str, object]:
+    """Parse the front matter written by :func:`definition_text`."""
+    values: dict[str, object] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != "---":
+        raise ValueError(f"{path}: no front matter")
+    for line in lines[1:]:
+        if line == "---":
+            return values
+        key, _, raw = line.partition(": ")
+        values[key] = json.loads(raw)
+    raise ValueError(f"{path}: unterminated front matter")
+
+
+def program_allowed(program: str, allowed: list[str]) -> bool:
+    """``python3.11`` is allowed by ``python3`` or ``python``: version suffixes are ignored."""
+    base = os.path.basename(program)
+    return any(base == name or re.fullmatch(re.escape(name) + r"[0-9.]*", base) for name in allowed)
+
+
+def check_deployable(spec: AgentSpec, argv: list[str]) -> None:
+    """Refuse, with a message naming the field, what cannot run as specified."""
+    wd = Path(spec.context.working_directory)
+    if not wd.exists():
+        raise AgentRefused(f"context.working_directory {str(wd)!r} does not exist")
+    if not wd.is_dir():
+        raise AgentRefused(f"context.working_directory {str(wd)!r} is not a directory")
+    allowed = spec.context.permissions.execute
+    if allowed and not program_allowed(argv[0], allowed):
+        raise AgentRefused(
+            f"program {os.path.basename(argv[0])!r} is not in permissions.execute {allowed}"
+        )
+
+
+def agent_child_spec(
+    spec: AgentSpec,
+    home: AgentHome,
+    *,
+    parent_id: str | None = None,
+    default_runner: str = "demo",
+    default_restart: Restart = Restart.TEMPORARY,
+    log_max_bytes: int = 10 * 2**20,
+    nested: bool = True,
+    api_url: str | None = None,
+) -> ChildSpec:
+    """Validate *spec*, write its definition file, and return the child spec that runs it."""
+    definition = home.definitions / f"{spec.id}.md"
+    argv = resolve_argv(spec, definition, default_runner)
+    check_deployable(spec, argv)
+    write_atomic(definition, definition_text(spec, parent_id))
+    env = {
+        **os.environ,
+        **spec.env,
+        "ZIGGIE_AGENT_ID": spec.id,
+        "ZIGGIE_LEVEL": spec.level,
+        "ZIGGIE_HOME": str(home.root),
+        "ZIGGIE_DEFINITION": str(definition),
+        "ZIGGIE_MAX_ITERATIONS": str(spec.max_iterations),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("ZIGGIE_PARENT_ID", None)
+    if parent_id is not None:
+        env["ZIGGIE_PARENT_ID"] = parent_id
+    if api_url is not None:
+        env["ZIGGIE_API_URL"] = api_url
+    return process_spec(
+        spec.id,
+        argv,
+        cwd=spec.context.working_directory,
+        env=env,
+        log_path=log_path_for(home.logs, spec.id),
+        log_max_bytes=log_max_bytes,
+        definition_path=definition,
+        nested=nested and spec.level != "L3",
+        max_children=spec.max_children,
+        restart=Restart(spec.restart) if spec.restart else default_restart,
+        shutdown=Shutdown.parse(spec.shutdown),
+        timeout=float(spec.timeout_seconds),
+        level=spec.level,
+        meta={"name": spec.name},
+    )

@@ -1,0 +1,214 @@
+"""An OS process as a supervised child: started, awaited, stopped with nothing left."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from supervisor import (
+    ChildContext,
+    ChildSpec,
+    Restart,
+    Shutdown,
+    Supervisor,
+    ZiggieError,
+    open_supervisor,
+)
+
+from ._logfile import RotatingLog, pump
+from ._proctree import ProcessTree, StopReport
+
+#: How long output may keep draining once the whole tree is verified gone.
+_DRAIN_SECONDS = 5.0
+
+
+class ProcessExit(ZiggieError):
+    """The agent process exited abnormally: non-zero code, or killed by a signal."""
+
+    def __init__(self, returncode: int) -> None:
+        self.returncode = returncode
+        if returncode < 0:
+            super().__init__(f"killed by signal {-returncode}")
+        else:
+            super().__init__(f"exited with code {returncode}")
+
+
+class SpawnError(ZiggieError):
+    """The program could not be started (missing, not executable, bad directory)."""
+
+
+@dataclass(slots=True)
+class ProcessHandle:
+    """What a running process child reports: its ``started()`` value."""
+
+    agent_id: str
+    pid: int
+    argv: list[str]
+    log_path: Path | None
+    started_at: float
+    tree: ProcessTree = field(repr=False)
+    definition_path: Path | None = None
+    #: The agent's own supervisor, for the sub-agents it deploys (None if it cannot nest).
+    supervisor: Supervisor | None = None
+    returncode: int | None = None
+    last_stop: StopReport | None = None
+
+    def usage(self) -> dict[str, float]:
+        """CPU seconds, RSS bytes and process count of the whole tree."""
+        return self.tree.usage()
+
+
+def exit_fields(returncode: int) -> dict[str, Any]:
+    if returncode < 0:
+        return {"exit_code": None, "signal": -returncode}
+    return {"exit_code": returncode, "signal": None}
+
+
+def process_spec(
+    id: str,
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] = ".",
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    log_max_bytes: int = 10 * 2**20,
+    log_backups: int = 3,
+    definition_path: Path | None = None,
+    nested: bool = False,
+    max_children: int | None = None,
+    restart: Restart = Restart.PERMANENT,
+    shutdown: Shutdown = Shutdown(5.0),
+    timeout: float | None = None,
+    level: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> ChildSpec:
+    """A child spec that runs *argv* (exactly, no shell) as a supervised process tree.
+
+    Exit code 0 is a normal exit; anything else, or death by a signal, is abnormal and
+    feeds the restart policy. Stopping it (terminate, timeout, a parent's stop) sends
+    SIGTERM to its tree, waits up to the shutdown grace, SIGKILLs what is left, and
+    returns only once no process of the tree remains. With ``nested=True`` the node also
+    hosts a supervisor (``handle.supervisor``) for sub-agents, which stop before it does.
+    """
+    argv = list(argv)
+    if not argv or not argv[0]:
+        raise ValueError("argv must name a program")
+    environ = dict(os.environ if env is None else env)
+
+    async def start(ctx: ChildContext) -> None:
+        environ["ZIGGIE_INCARNATION"] = str(ctx.incarnation)
+        await _run_process(
+            ctx,
+            argv,
+            cwd,
+            environ,
+            log_path,
+            log_max_bytes,
+            log_backups,
+            definition_path,
+            nested,
+            max_children,
+        )
+
+    return ChildSpec(
+        id=id,
+        start=start,
+        restart=restart,
+        shutdown=shutdown,
+        timeout=timeout,
+        level=level,
+        meta=dict(meta or {}),
+    )
+
+
+async def _run_process(
+    ctx: ChildContext,
+    argv: list[str],
+    cwd: str | os.PathLike[str],
+    env: dict[str, str],
+    log_path: Path | None,
+    log_max_bytes: int,
+    log_backups: int,
+    definition_path: Path | None,
+    nested: bool,
+    max_children: int | None,
+) -> None:
+    log = RotatingLog(log_path, max_bytes=log_max_bytes, backups=log_backups) if log_path else None
+    read_fd, write_fd = os.pipe() if log else (None, None)
+    try:
+        tree = ProcessTree(
+            argv,
+            agent_id=ctx.id,
+            cwd=cwd,
+            env=env,
+            stdout=write_fd if write_fd is not None else None,
+        )
+    except OSError as exc:
+        if read_fd is not None:
+            os.close(read_fd)
+        if log:
+            log.close()
+        raise SpawnError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+    finally:
+        if write_fd is not None:
+            os.close(write_fd)  # only the tree holds the write end now: EOF means all gone
+
+    handle = ProcessHandle(
+        agent_id=ctx.id,
+        pid=tree.pid,
+        argv=argv,
+        log_path=log_path,
+        started_at=time.time(),
+        tree=tree,
+        definition_path=definition_path,
+    )
+    ctx.emit("spawned", pid=tree.pid, program=argv[0], log=str(log_path) if log_path else None)
+    returncode: int | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            drain = anyio.CancelScope(shield=True)
+            if read_fd is not None and log is not None:
+                tg.start_soon(_drain, drain, read_fd, log)
+            try:
+                if nested:
+                    async with open_supervisor(ctx, max_children=max_children) as sup:
+                        handle.supervisor = sup
+                        ctx.started(handle)
+                        returncode = await tree.wait()
+                else:
+                    ctx.started(handle)
+                    returncode = await tree.wait()
+                handle.returncode = returncode
+                ctx.emit("process_exited", pid=tree.pid, **exit_fields(returncode))
+            finally:
+                report = await tree.stop(ctx.shutdown.grace)
+                handle.last_stop = report
+                if returncode is None:
+                    handle.returncode = tree.returncode
+                    ctx.emit(
+                        "process_stopped",
+                        pid=tree.pid,
+                        seconds=round(report.seconds, 4),
+                        terminated=report.terminated,
+                        **exit_fields(tree.returncode or 0),
+                    )
+                if report.killed:
+                    ctx.emit("killed", pid=tree.pid, pids=report.killed)
+                drain.deadline = anyio.current_time() + _DRAIN_SECONDS
+    finally:
+        if log:
+            log.close()
+    if returncode:
+        raise ProcessExit(returncode)
+
+
+async def _drain(scope: anyio.CancelScope, read_fd: int, log: RotatingLog) -> None:
+    # Shielded: output written before a terminate must reach the log (issue: "not lost").
+    with scope:
+        await pump(read_fd, log)
