@@ -9,8 +9,8 @@ before it cannot:
    left the group (``setsid``, double fork) is still recognisable;
 3. the runtime is a child subreaper, so such escapees re-parent to us (not to init): they
    stay our descendants, can be found by walking ``/proc``, and are reaped by us;
-4. the agent itself gets ``PDEATHSIG`` = SIGKILL, so if the runtime is SIGKILLed the
-   agent dies with it.
+4. a watchdog process (:mod:`actors._watchdog`) kills every agent group, and every process
+   carrying this runtime's token, if the runtime dies (SIGKILL included).
 
 Exit waits use pidfds: no polling tick, and no PID-reuse race for the leader.
 """
@@ -32,7 +32,9 @@ from typing import IO, Final
 import anyio
 import psutil
 
-_PR_SET_PDEATHSIG: Final = 1
+from . import _watchdog
+from ._watchdog import env_has
+
 _PR_SET_CHILD_SUBREAPER: Final = 36
 MARKER: Final = "ZIGGIE_AGENT_ID"
 
@@ -57,11 +59,6 @@ def become_subreaper() -> bool:
     return _subreaper
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the forked child
-    # Dies with the runtime: a SIGKILLed runtime leaves no agent running.
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 # -- /proc, read directly: one pass costs ~1 ms where psutil's per-process objects cost more.
 
 
@@ -75,10 +72,15 @@ class _Stat:
 
 def _read_stat(pid: int) -> _Stat | None:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except OSError:
         return None
+    try:
+        data = os.read(fd, 1024)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     # The command name may contain spaces and parentheses: split after the last ')'.
     fields = data[data.rindex(b")") + 2 :].split()
     return _Stat(pid, int(fields[1]), int(fields[2]), fields[0] == b"Z")
@@ -92,6 +94,39 @@ def _all_stats() -> dict[int, _Stat]:
             if st is not None:
                 stats[st.pid] = st
     return stats
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of *pid*, from ``/proc/<pid>/task/<tid>/children`` (cheap, but
+    may miss a child forked at that very moment: a full scan verifies in the end)."""
+    kids: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tids:
+        try:
+            fd = os.open(f"/proc/{pid}/task/{tid}/children", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            kids.extend(int(x) for x in os.read(fd, 1 << 16).split())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return kids
+
+
+def _subtree(root: int) -> set[int]:
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        for kid in _children(stack.pop()):
+            if kid not in found:
+                found.add(kid)
+                stack.append(kid)
+    return found
 
 
 def _descendants(stats: Mapping[int, _Stat], root: int) -> set[int]:
@@ -115,8 +150,7 @@ def has_marker(pid: int, agent_id: str) -> bool:
             env = f.read()
     except OSError:
         return False
-    needle = f"{MARKER}={agent_id}".encode()
-    return env.startswith(needle + b"\0") or (b"\0" + needle + b"\0") in env or env == needle
+    return env_has(env, MARKER, agent_id)
 
 
 #: Process groups of live agents, so a sweep reads the environment only of processes that
@@ -150,7 +184,12 @@ class ProcessTree:
     ) -> None:
         become_subreaper()
         self.agent_id = agent_id
-        full_env = {**env, MARKER: agent_id}
+        full_env = {
+            **env,
+            MARKER: agent_id,
+            _watchdog.TOKEN_VAR: _watchdog.token(),
+        }
+        # No preexec_fn: it would force fork over vfork (12x slower spawns, measured).
         self.popen = subprocess.Popen(
             argv,
             cwd=cwd,
@@ -159,12 +198,12 @@ class ProcessTree:
             stdout=stdout,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_child_setup if sys.platform.startswith("linux") else None,
         )
         self.pid = self.popen.pid
         self.pgid = self.pid
         self._pidfd: int | None = _pidfd_open(self.pid)
         _live_groups[self.pgid] = agent_id
+        _watchdog.watch(self.pgid)
         self.returncode: int | None = None
 
     async def wait(self) -> int:
@@ -185,9 +224,30 @@ class ProcessTree:
             os.close(self._pidfd)
             self._pidfd = None
 
-    def members(self) -> set[int]:
+    def _quick_members(self) -> set[int]:
+        """Like :meth:`members`, from the child lists of the leader and of ourselves only."""
+        skip = set(_live_groups) - {self.pgid}
+        skip.add(_watchdog.watchdog_pid() or -1)
+        candidates = _subtree(self.pid) if self.returncode is None else set()
+        ours = set(candidates)
+        for root in _children(os.getpid()):
+            if root not in skip and root != self.pid:
+                candidates.add(root)
+                candidates |= _subtree(root)
+        found = set()
+        for pid in candidates:
+            st = _read_stat(pid)
+            if st is None or st.zombie:
+                continue
+            if pid in ours or st.pgid == self.pgid or has_marker(pid, self.agent_id):
+                found.add(pid)
+        _seen.update(found)
+        return found
+
+    def members(self, stats: Mapping[int, _Stat] | None = None) -> set[int]:
         """Every live process of this agent: its group, its descendants, marked escapees."""
-        stats = _all_stats()
+        if stats is None:
+            stats = _all_stats()
         me = os.getpid()
         tree = {pid for pid, st in stats.items() if st.pgid == self.pgid}
         tree |= _descendants(stats, self.pid)
@@ -207,29 +267,48 @@ class ProcessTree:
     async def stop(self, grace: float) -> StopReport:
         """SIGTERM the tree, wait up to *grace*, SIGKILL what is left, until none is left.
 
-        Runs to completion whatever the caller's cancellation (shielded): a half-done
-        stop is how orphans are made.
+        The group and the leader get SIGTERM at once; ``/proc`` is read again once the
+        leader is gone, to find what remains (group members still dying, escapees). Runs to completion whatever the caller's
+        cancellation (shielded): a half-done stop is how orphans are made.
         """
         report = StopReport()
         t0 = time.perf_counter()
         with anyio.CancelScope(shield=True):
-            members = self.members()
-            if members:
-                report.terminated = sorted(members)
-                self._signal(members, signal.SIGTERM)
-                if grace > 0:
-                    with anyio.move_on_after(grace):
+            deadline = anyio.current_time() + grace
+            signalled: set[int] = set()
+            if self.returncode is None:
+                # Snapshot the tree while the leader lives: its zombie children (a double
+                # fork's middle process) cannot be recognised once they re-parent to us.
+                _seen.update(_subtree(self.pid))
+                report.terminated.append(self.pid)
+                self._signal((self.pid,), signal.SIGTERM if grace > 0 else signal.SIGKILL)
+                with anyio.move_on_at(deadline):
+                    await self.wait()
+            stats: Mapping[int, _Stat] = {}
+            while True:
+                members = self._quick_members()
+                if not members:  # verify with one full scan of /proc
+                    stats = _all_stats()
+                    members = self.members(stats)
+                    if not members:
+                        break
+                if anyio.current_time() < deadline:
+                    fresh = members - signalled
+                    report.terminated += sorted(fresh)
+                    signalled |= fresh
+                    self._signal(fresh, signal.SIGTERM)
+                    with anyio.move_on_at(deadline):
                         await _wait_gone(members)
-                members = self.members()
-            while members:
-                report.killed = sorted(set(report.killed) | members)
-                self._signal(members, signal.SIGKILL)
-                with anyio.move_on_after(1.0):
-                    await _wait_gone(members)
-                members = self.members()
+                else:
+                    report.killed = sorted(set(report.killed) | members)
+                    self._signal(members, signal.SIGKILL)
+                    with anyio.move_on_after(1.0):
+                        await _wait_gone(members)
             await self.wait()
-            reap_orphans()
+            _reap_seen(stats)
         _live_groups.pop(self.pgid, None)
+        _watchdog.unwatch(self.pgid)
+        report.terminated = sorted(set(report.terminated))
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -288,9 +367,13 @@ def reap_orphans() -> list[int]:
     A live agent leader is left to its own ``wait()``; so is any process we never saw as
     an agent's member (the host's own subprocesses).
     """
+    return _reap_seen(_all_stats())
+
+
+def _reap_seen(stats: Mapping[int, _Stat]) -> list[int]:
     me = os.getpid()
     reaped = []
-    for st in _all_stats().values():
+    for st in stats.values():
         if st.ppid == me and st.zombie and st.pid in _seen and st.pid not in _live_groups:
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(st.pid, os.WNOHANG)

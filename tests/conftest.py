@@ -9,6 +9,8 @@ import psutil
 import pytest
 import trio.testing
 
+from actors._watchdog import watchdog_pid
+
 
 @pytest.fixture(
     params=[
@@ -38,8 +40,12 @@ def _marked(proc: psutil.Process) -> bool:
 
 
 def leftover_processes(before: set[int]) -> list[psutil.Process]:
-    """Our descendants not present before, plus any process carrying an agent marker."""
+    """Our descendants not present before, plus any process carrying an agent marker.
+
+    The runtime's watchdog is not a leftover: it lives as long as this process, by design.
+    """
     me = psutil.Process()
+    before = before | {watchdog_pid() or -1}
     found = {p.pid: p for p in me.children(recursive=True) if p.pid not in before}
     for proc in psutil.process_iter(["pid"]):
         if proc.pid != os.getpid() and proc.pid not in before and _marked(proc):

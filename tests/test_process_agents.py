@@ -249,7 +249,9 @@ async def test_status_reports_pid_and_tree_usage(tmp_path: Path) -> None:
         await rt.terminate("busy")
 
 
-def test_sigkilled_runtime_takes_its_agents_with_it(tmp_path: Path) -> None:
+def test_sigkilled_runtime_takes_its_agents_and_their_escapees_with_it(
+    tmp_path: Path,
+) -> None:
     ready = tmp_path / "ready"
     program = textwrap.dedent(
         f"""
@@ -260,7 +262,8 @@ def test_sigkilled_runtime_takes_its_agents_with_it(tmp_path: Path) -> None:
         async def main():
             async with open_runtime(events=no_events()) as rt:
                 for i in range(3):
-                    argv = [sys.executable, {BEHAVE!r}, "plain", {str(ready)!r} + str(i)]
+                    mode = ("plain", "setsid_grandchild", "double_fork")[i]
+                    argv = [sys.executable, {BEHAVE!r}, mode, {str(ready)!r} + str(i)]
                     await rt.start_child(process_spec(f"orphan-{{i}}", argv))
                 print("up", flush=True)
                 await trio.sleep_forever()
@@ -280,16 +283,22 @@ def test_sigkilled_runtime_takes_its_agents_with_it(tmp_path: Path) -> None:
                 time.sleep(0.01)
             agents += [int(x) for x in path.read_text().split()]
         assert all(_alive(pid) for pid in agents)
+        everything = {p.pid for p in psutil.Process(runtime.pid).children(recursive=True)}
+        assert set(agents) <= everything | set(agents)
         runtime.kill()
         runtime.wait()
         deadline = time.monotonic() + 10
         while any(_alive(pid) for pid in agents):
             assert time.monotonic() < deadline, "agents outlived their SIGKILLed runtime"
             time.sleep(0.01)
+        while any(_alive(pid) for pid in everything):  # its watchdog finishing its sweep
+            assert time.monotonic() < deadline, "the runtime's watchdog did not finish"
+            time.sleep(0.01)
         # pytest may itself be a subreaper (earlier tests made it one): reap what re-parented.
-        for pid in agents:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        for proc in psutil.Process().children():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(proc.pid, 0)
     finally:
         runtime.kill()
         runtime.wait()
