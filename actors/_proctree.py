@@ -118,6 +118,10 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+#: Whether this kernel lists children in /proc (CONFIG_PROC_CHILDREN); else scan all /proc.
+_CHILD_LISTS = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
 def _subtree(root: int) -> set[int]:
     found: set[int] = set()
     stack = [root]
@@ -228,7 +232,9 @@ class ProcessTree:
         """Like :meth:`members`, from the child lists of the leader and of ourselves only."""
         skip = set(_live_groups) - {self.pgid}
         skip.add(_watchdog.watchdog_pid() or -1)
-        candidates = _subtree(self.pid) if self.returncode is None else set()
+        candidates = set()
+        if self.returncode is None:  # the leader lives: it and its subtree are ours
+            candidates = _subtree(self.pid) | {self.pid}
         ours = set(candidates)
         for root in _children(os.getpid()):
             if root not in skip and root != self.pid:
@@ -268,8 +274,9 @@ class ProcessTree:
         """SIGTERM the tree, wait up to *grace*, SIGKILL what is left, until none is left.
 
         The group and the leader get SIGTERM at once; ``/proc`` is read again once the
-        leader is gone, to find what remains (group members still dying, escapees). Runs to completion whatever the caller's
-        cancellation (shielded): a half-done stop is how orphans are made.
+        leader is gone, to find what remains (group members still dying, escapees).
+        Runs to completion whatever the caller's cancellation (shielded): a half-done stop
+        is how orphans are made.
         """
         report = StopReport()
         t0 = time.perf_counter()
@@ -284,14 +291,13 @@ class ProcessTree:
                 self._signal((self.pid,), signal.SIGTERM if grace > 0 else signal.SIGKILL)
                 with anyio.move_on_at(deadline):
                     await self.wait()
-            stats: Mapping[int, _Stat] = {}
             while True:
-                members = self._quick_members()
-                if not members:  # verify with one full scan of /proc
-                    stats = _all_stats()
-                    members = self.members(stats)
-                    if not members:
-                        break
+                # We are the subreaper: every process the agent ever had is still in our
+                # subtree (under its leader, or re-parented to us), so walking the child
+                # lists of the leader and of ourselves sees all of it.
+                members = self._quick_members() if _CHILD_LISTS else self.members()
+                if not members:
+                    break
                 if anyio.current_time() < deadline:
                     fresh = members - signalled
                     report.terminated += sorted(fresh)
@@ -305,7 +311,7 @@ class ProcessTree:
                     with anyio.move_on_after(1.0):
                         await _wait_gone(members)
             await self.wait()
-            _reap_seen(stats)
+            reap_orphans()
         _live_groups.pop(self.pgid, None)
         _watchdog.unwatch(self.pgid)
         report.terminated = sorted(set(report.terminated))
@@ -367,18 +373,18 @@ def reap_orphans() -> list[int]:
     A live agent leader is left to its own ``wait()``; so is any process we never saw as
     an agent's member (the host's own subprocesses).
     """
-    return _reap_seen(_all_stats())
-
-
-def _reap_seen(stats: Mapping[int, _Stat]) -> list[int]:
     me = os.getpid()
+    pids = _children(me) if _CHILD_LISTS else [st.pid for st in _all_stats().values()]
     reaped = []
-    for st in stats.values():
-        if st.ppid == me and st.zombie and st.pid in _seen and st.pid not in _live_groups:
+    for pid in pids:
+        if pid not in _seen or pid in _live_groups:
+            continue
+        st = _read_stat(pid)
+        if st is not None and st.zombie and st.ppid == me:
             with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(st.pid, os.WNOHANG)
-                reaped.append(st.pid)
-                _seen.discard(st.pid)
+                os.waitpid(pid, os.WNOHANG)
+                reaped.append(pid)
+                _seen.discard(pid)
     return reaped
 
 

@@ -80,9 +80,7 @@ async def ours_spawn_and_stop() -> dict[str, float]:
 
         sup = await rt.start_child(supervisor_spec("gc", restart=Restart.TEMPORARY))
         for i in range(N):
-            await sup.start_child(
-                process_spec(f"g{i}", WITH_GRANDCHILD, restart=Restart.TEMPORARY)
-            )
+            await sup.start_child(process_spec(f"g{i}", WITH_GRANDCHILD, restart=Restart.TEMPORARY))
         _wait_grandchildren(N * 2)
         t0 = time.perf_counter()
         await rt.terminate("gc")
