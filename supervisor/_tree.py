@@ -435,11 +435,18 @@ class Supervisor:
                 raise
 
     async def terminate_child(self, child_id: str) -> None:
-        """Stop a child (its subtree first); a temporary child's spec is deleted too."""
+        """Stop a child (its subtree first); a temporary child's spec is deleted too.
+
+        The supervisor stays available while the child drains: other calls are not held
+        up by a slow shutdown (an agent may take its whole grace period).
+        """
         async with self._lock:
             child = self._get(child_id)
-            await self._stop(child)
-            if child.spec.restart is Restart.TEMPORARY:
+            inc = self._request_stop(child)
+        if inc is not None:
+            await inc.finished.wait()
+        async with self._lock:
+            if child.spec.restart is Restart.TEMPORARY and not child.live:
                 self._remove(child)
 
     async def restart_child(self, child_id: str, *, stop_first: bool = False) -> Any:
