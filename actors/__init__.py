@@ -12,7 +12,15 @@ from ._agents import (
 from ._function import function_actor
 from ._mailbox import Actor, ActorRef, Mailbox, actor
 from ._process import ProcessExit, ProcessHandle, SpawnError, process_spec
-from ._proctree import StopReport, become_subreaper, has_marker, reap_orphans
+from ._proctree import (
+    StopReport,
+    become_subreaper,
+    find_marked,
+    has_marker,
+    process_start_time,
+    reap_orphans,
+    stop_strays,
+)
 from ._runners import RUNNERS, Runner, claude_runner, demo_runner, register_runner, resolve_argv
 
 __all__ = [
@@ -34,12 +42,15 @@ __all__ = [
     "claude_runner",
     "definition_text",
     "demo_runner",
+    "find_marked",
     "function_actor",
     "has_marker",
     "process_spec",
+    "process_start_time",
     "read_definition",
     "reap_orphans",
     "register_runner",
     "resolve_argv",
+    "stop_strays",
     "write_atomic",
 ]

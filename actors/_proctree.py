@@ -391,3 +391,60 @@ def reap_orphans() -> list[int]:
 def log_path_for(log_dir: Path, agent_id: str) -> Path:
     """``<log_dir>/<agent_id>_<YYYYmmdd_HHMMSS>.log``, the seed's naming."""
     return log_dir / f"{agent_id}_{time.strftime('%Y%m%d_%H%M%S')}.log"
+
+
+def find_marked(agent_ids: Iterable[str]) -> dict[str, list[int]]:
+    """Live processes anywhere on the system carrying one of *agent_ids*' markers.
+
+    For recovery: what a crashed runtime left behind is no longer our descendant.
+    """
+    wanted = set(agent_ids)
+    found: dict[str, list[int]] = {}
+    if not wanted:
+        return found
+    me = os.getpid()
+    for pid, st in _all_stats().items():
+        if pid == me or st.zombie:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        for item in env.split(b"\0"):
+            if item.startswith(MARKER.encode() + b"="):
+                agent = item[len(MARKER) + 1 :].decode(errors="replace")
+                if agent in wanted:
+                    found.setdefault(agent, []).append(pid)
+                break
+    return found
+
+
+async def stop_strays(agent_ids: Iterable[str], grace: float) -> dict[str, list[int]]:
+    """SIGTERM, then SIGKILL, every process carrying these agents' markers, until none."""
+    ids = list(agent_ids)
+    found = find_marked(ids)
+    stopped = {agent: list(pids) for agent, pids in found.items()}
+    sig = signal.SIGTERM
+    with anyio.CancelScope(shield=True):
+        while found:
+            pids = [pid for pids in found.values() for pid in pids]
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            with anyio.move_on_after(grace if sig is signal.SIGTERM else 1.0):
+                await _wait_gone(pids)
+            sig = signal.SIGKILL
+            found = find_marked(ids)
+            for agent, pids in found.items():
+                stopped.setdefault(agent, []).extend(p for p in pids if p not in stopped[agent])
+        reap_orphans()
+    return stopped
+
+
+def process_start_time(pid: int) -> float | None:
+    """psutil's create time of *pid*, to tell a live agent from a reused pid."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None

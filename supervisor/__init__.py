@@ -4,6 +4,7 @@ Note: the import name ``supervisor`` is also used by supervisord's package on Py
 two cannot be installed in one environment. ziggie never depends on supervisord.
 """
 
+from ._client import AgentDeploymentClient, SyncAgentDeploymentClient
 from ._errors import (
     ActorDied,
     ActorError,
@@ -34,6 +35,7 @@ from ._schemas import (
     is_valid_id,
     validate_id,
 )
+from ._settings import Settings
 from ._tree import (
     IGNORE,
     ChildContext,
@@ -55,6 +57,7 @@ __all__ = [
     "ActorError",
     "ActorNotRunning",
     "AgentContext",
+    "AgentDeploymentClient",
     "AgentPermissions",
     "AgentSpec",
     "AlreadyPresent",
@@ -79,12 +82,14 @@ __all__ = [
     "RestartIntensityExceeded",
     "Running",
     "Runtime",
+    "Settings",
     "Shutdown",
     "StartError",
     "Strategy",
     "Supervisor",
     "SupervisorClosed",
     "SupervisorError",
+    "SyncAgentDeploymentClient",
     "ZiggieError",
     "__version__",
     "is_valid_id",

@@ -53,23 +53,33 @@ def _processors() -> list[Any]:
     ]
 
 
-def json_events(target: TextIO | str | os.PathLike[str] | None = None) -> EventLog:
-    """Render events as JSON lines to *target*: a text stream (default stderr) or a path.
+class _Tee:
+    """A structlog logger writing each rendered line to several text streams."""
+
+    def __init__(self, streams: list[IO[str]]) -> None:
+        self._streams = streams
+
+    def msg(self, message: str) -> None:
+        for stream in self._streams:
+            stream.write(message + "\n")
+            stream.flush()
+
+    info = debug = warning = error = critical = exception = msg
+
+
+def json_events(*targets: TextIO | str | os.PathLike[str]) -> EventLog:
+    """Render events as JSON lines to each target: a text stream or a path (default stderr).
 
     A path is opened for appending with mode 0600, line-buffered.
     """
-    stream: IO[str]
-    if target is None:
-        stream = sys.stderr
-    elif isinstance(target, str | os.PathLike):
-        path = Path(target)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        stream = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
-    else:
-        stream = target
-    logger = structlog.wrap_logger(
-        structlog.WriteLogger(stream), processors=_processors(), context_class=dict
-    )
+    streams: list[IO[str]] = []
+    for target in targets or (sys.stderr,):
+        if isinstance(target, str | os.PathLike):
+            fd = os.open(Path(target), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            streams.append(os.fdopen(fd, "a", buffering=1, encoding="utf-8"))
+        else:
+            streams.append(target)
+    logger = structlog.wrap_logger(_Tee(streams), processors=_processors(), context_class=dict)
     return EventLog(logger)
 
 

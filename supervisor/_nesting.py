@@ -1,0 +1,65 @@
+"""What a parent agent may deploy: one level down, no wider permissions, no later deadline.
+
+Violations are refused with a message that names the field; nothing is silently "fixed".
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from actors import AgentRefused
+
+from ._schemas import AgentSpec
+
+_NEXT = {"L1": "L2", "L2": "L3"}
+
+
+def check_top_level(spec: AgentSpec, parent_agent: str) -> None:
+    if spec.level != "L1":
+        raise AgentRefused(
+            f"level: a top-level deploy (parent {parent_agent!r} is not an agent) must be L1,"
+            f" not {spec.level}"
+        )
+
+
+def check_child(
+    parent: AgentSpec, child: AgentSpec, *, parent_remaining: float | None = None
+) -> None:
+    """Refuse *child* under *parent* unless every rule holds."""
+    expected = _NEXT.get(parent.level)
+    if expected is None:
+        raise AgentRefused(f"level: {parent.id!r} is {parent.level}; an L3 agent has no children")
+    if child.level != expected:
+        raise AgentRefused(
+            f"level: a child of {parent.id!r} ({parent.level}) must be {expected},"
+            f" not {child.level}"
+        )
+    mine, theirs = child.context.permissions, parent.context.permissions
+    for field in ("read", "write"):
+        wider = [p for p in getattr(mine, field) if not _covered(p, getattr(theirs, field))]
+        if wider:
+            raise AgentRefused(
+                f"context.permissions.{field}: {wider} not within the parent's"
+                f" {getattr(theirs, field)}"
+            )
+    if theirs.execute:  # an empty list allows any program
+        if not mine.execute:
+            raise AgentRefused(
+                "context.permissions.execute: [] (any program) is wider than the parent's"
+                f" {theirs.execute}"
+            )
+        extra = [p for p in mine.execute if p not in theirs.execute]
+        if extra:
+            raise AgentRefused(
+                f"context.permissions.execute: {extra} not within the parent's {theirs.execute}"
+            )
+    if parent_remaining is not None and child.timeout_seconds > parent_remaining:
+        raise AgentRefused(
+            f"timeout_seconds: {child.timeout_seconds} exceeds the parent's remaining time"
+            f" ({max(parent_remaining, 0):.0f} s)"
+        )
+
+
+def _covered(pattern: str, allowed: list[str]) -> bool:
+    # "/srv/data/**" is within "/srv/**": a pattern matched as a path by a wider pattern.
+    return any(pattern == a or fnmatchcase(pattern, a) for a in allowed)

@@ -1,0 +1,57 @@
+"""Coordinator settings: ``ZIGGIE_*`` environment variables, CLI flags, an optional TOML file.
+
+Precedence, highest first: explicit values (CLI flags), environment, TOML file, defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    """How a coordinator runs. Every field can be set as ``ZIGGIE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ZIGGIE_", extra="forbid")
+    _toml: ClassVar[Path | None] = None
+
+    home: Path = Field(default=Path(".ziggie"), description="Coordinator home directory")
+    default_runner: str = Field(default="demo", description="Runner when a spec has none")
+    concurrency: int = Field(default=16, ge=1, description="Deploys handled at once")
+    max_request_bytes: int = Field(default=2**20, ge=1024, description="Request size cap")
+    log_max_bytes: int = Field(default=10 * 2**20, ge=1024, description="Agent log cap")
+    polling: bool = Field(default=False, description="Poll instead of inotify")
+    recovery_grace: float = Field(default=2.0, ge=0, description="Grace for stray processes")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config: Path | None = None, **explicit: Any) -> Settings:
+        """Settings from *explicit* values (None means unset), env, then *config* (TOML)."""
+        if config is not None and not config.is_file():
+            raise FileNotFoundError(f"config file {str(config)!r} does not exist")
+        cls._toml = config
+        try:
+            return cls(**{k: v for k, v in explicit.items() if v is not None})
+        finally:
+            cls._toml = None
