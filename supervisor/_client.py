@@ -195,9 +195,16 @@ class AgentDeploymentClient:
                 match.set()
 
     def close(self) -> None:
+        """Release the directory watch (it is made again if the client is used again)."""
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
+
+    async def __aenter__(self) -> AgentDeploymentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _failed(request_id: str, agent_id: str, message: str, error: str) -> DeploymentResponse:
@@ -246,3 +253,9 @@ class SyncAgentDeploymentClient:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close()
+
+    def __enter__(self) -> SyncAgentDeploymentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -59,7 +59,7 @@ def test_home_layout_is_private(home: AgentHome) -> None:
 def test_missing_or_non_directory_working_directory_is_refused(
     tmp_path: Path, home: AgentHome
 ) -> None:
-    with pytest.raises(AgentRefused, match="working_directory .* does not exist"):
+    with pytest.raises(AgentRefused, match=r"working_directory .* does not exist"):
         agent_child_spec(make_spec(tmp_path, context={"working_directory": "/nope"}), home)
     file = tmp_path / "file"
     file.write_text("x")
@@ -78,7 +78,7 @@ def test_execute_permissions_gate_the_program(tmp_path: Path, home: AgentHome) -
 
 
 def test_unknown_runner_is_a_clear_error(tmp_path: Path, home: AgentHome) -> None:
-    with pytest.raises(ValueError, match="unknown runner 'gpt' .known: claude, demo"):
+    with pytest.raises(ValueError, match=r"unknown runner 'gpt' .known: claude, demo"):
         agent_child_spec(make_spec(tmp_path, runner="gpt"), home)
 
 

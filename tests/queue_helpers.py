@@ -1,0 +1,147 @@
+"""Helpers for file-queue tests: an in-process coordinator, a subprocess one, request files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+
+from supervisor import Runtime, Settings, no_events, open_runtime
+from supervisor.filequeue import Coordinator
+
+
+@asynccontextmanager
+async def coordinator(home: Path, **settings: Any) -> AsyncIterator[tuple[Runtime, Coordinator]]:
+    """A coordinator serving *home* inside this test's event loop."""
+    async with open_runtime(events=no_events()) as rt:
+        coord = Coordinator(rt, Settings(home=home, **settings))
+        async with anyio.create_task_group() as tg:
+            await tg.start(coord.serve)
+            try:
+                yield rt, coord
+            finally:
+                tg.cancel_scope.cancel()
+
+
+@contextmanager
+def serve_process(home: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``ziggie serve --home HOME`` as a real process, ready when it yields."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", "serve", "--home", str(home), "--quiet", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    descendants: list[psutil.Process] = []
+    try:
+        wait_ready(home, proc)
+        yield proc
+    finally:
+        with contextlib.suppress(psutil.Error):
+            descendants = psutil.Process(proc.pid).children(recursive=True)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+        reap_descendants(descendants)
+
+
+def reap_descendants(procs: list[psutil.Process], timeout: float = 10) -> None:
+    """Wait for a dead coordinator's helpers (its watchdog) to finish, and reap those
+    that re-parented to us (pytest is a subreaper once a test made it one)."""
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        while time.monotonic() < deadline:
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(proc.pid, 0)
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.01)
+
+
+def wait_ready(home: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Until the coordinator has written its ``coordinator_ready`` event."""
+    events = home / "events.jsonl"
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "coordinator exited early"
+        if events.exists():
+            lines = events.read_text().splitlines()
+            if any('"coordinator_ready"' in line for line in lines[seen:]):
+                return
+        time.sleep(0.02)
+    raise AssertionError("coordinator did not become ready")
+
+
+def drop(home: Path, name: str, content: bytes | str | dict[str, Any]) -> Path:
+    """Put a request file in place the way a careful writer does (temp, then rename)."""
+    requests = home / "agent-queue" / "requests"
+    requests.mkdir(parents=True, exist_ok=True)
+    data = (
+        content
+        if isinstance(content, bytes)
+        else (content.encode() if isinstance(content, str) else json.dumps(content).encode())
+    )
+    tmp = requests / f".{name}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, requests / name)
+    return requests / name
+
+
+def answer_of(home: Path, file_id: str) -> tuple[str, dict[str, Any]] | None:
+    responses = home / "agent-queue" / "responses"
+    for kind in ("response", "error"):
+        path = responses / f"{file_id}.{kind}.json"
+        if path.exists():
+            return kind, json.loads(path.read_text())
+    return None
+
+
+async def await_answer(home: Path, file_id: str, timeout: float = 20) -> tuple[str, dict[str, Any]]:
+    with anyio.fail_after(timeout):
+        while (found := answer_of(home, file_id)) is None:
+            await anyio.sleep(0.005)
+    return found
+
+
+def status_request(request_id: str, target: str = "nobody") -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "parent_agent": "Ziggie",
+        "action": "status_check",
+        "target_agent_id": target,
+    }
+
+
+def agent_spec(agent_id: str, workdir: Path, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "id": agent_id,
+        "level": "L1",
+        "name": agent_id,
+        "role": "test",
+        "task": "test task",
+        "context": {"working_directory": str(workdir)},
+        "max_iterations": 1000,
+        "env": {"DEMO_PACE": "0.05"},
+    }
+    spec.update(extra)
+    return spec
