@@ -1,10 +1,13 @@
 """``make bench``: every benchmark table, one after the other."""
 
-from bench import kernel
+from bench import filequeue, kernel, nesting, process
 
 
 def main() -> None:
     kernel.main()
+    process.main()
+    filequeue.main()
+    nesting.main()
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ def _processors() -> list[Any]:
     return [
         # No add_log_level: "level" is the agent's level (L1/L2/L3) in our events.
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-        structlog.processors.dict_tracebacks,
         structlog.processors.JSONRenderer(sort_keys=False),
     ]
 

@@ -88,6 +88,15 @@ class Journal:
             (response_json, time.time(), request_id),
         )
 
+    def record_answered(self, request_id: str, action: str, response_json: str) -> None:
+        """A request and its answer in one write (for actions that change nothing)."""
+        now = time.time()
+        self._db.execute(
+            """INSERT OR IGNORE INTO requests (request_id, action, received_at, response,
+               answered_at) VALUES (?, ?, ?, ?, ?)""",
+            (request_id, action, now, response_json, now),
+        )
+
     def count_requests(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
 

@@ -54,6 +54,7 @@ from ._settings import Settings
 from ._tree import ChildState
 
 SUFFIX = ".request.json"
+_MUTATING = frozenset({"deploy_agent", "terminate_agent", "restart_agent"})
 
 #: Journal states by how an agent's incarnation ended.
 _ENDED = {
@@ -90,6 +91,8 @@ class Coordinator:
         self._deploys = anyio.CapacityLimiter(settings.concurrency)
         self._inflight: set[str] = set()
         self._tg: TaskGroup | None = None
+        self._responses_dir = str(self.queue / "responses")
+        self._archive_day = ""
         self._listen = runtime.events.listen(self._on_event)
 
     # -- serving ---------------------------------------------------------------------
@@ -153,7 +156,9 @@ class Coordinator:
             self.rt.events.emit("duplicate_request", request_id=request.request_id)
             self._archive(path, name)
             return
-        self.journal.record_request(request.request_id, request.action)
+        mutating = request.action in _MUTATING
+        if mutating:  # recorded before it acts: a crash mid-deploy is found on restart
+            self.journal.record_request(request.request_id, request.action)
         self.rt.events.emit(
             "request_received",
             request_id=request.request_id,
@@ -164,7 +169,11 @@ class Coordinator:
         )
         response = await self._execute(request)
         body = response.model_dump_json(indent=2)
-        self.journal.record_response(request.request_id, body)  # before the file: exactly once
+        # Recorded before the file is written: a crash in between re-sends this answer.
+        if mutating:
+            self.journal.record_response(request.request_id, body)
+        else:
+            self.journal.record_answered(request.request_id, request.action, body)
         self._write_response(request.request_id, body)
         self._archive(path, name)
         self.rt.events.emit(
@@ -218,12 +227,15 @@ class Coordinator:
     # -- answering -------------------------------------------------------------------
 
     def _write_response(self, request_id: str, body: str) -> None:
-        path = self.queue / "responses" / f"{request_id}.response.json"
-        tmp = path.with_name(f".{path.name}.tmp")
+        # Plain strings, not pathlib: this runs once per request, on the hot path.
+        responses = self._responses_dir
+        tmp = f"{responses}/.{request_id}.response.json.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-        os.replace(tmp, path)
+        try:
+            os.write(fd, body.encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, f"{responses}/{request_id}.response.json")
 
     def _answer_error(self, file_id: str, name: str, error: str) -> None:
         # The error file is named from the file name, so the seed's client finds it; a name
@@ -243,12 +255,15 @@ class Coordinator:
         self.rt.events.emit("request_rejected", request_id=safe, file=name, error=error)
 
     def _archive(self, path: Path, name: str) -> None:
-        day = self.queue / "archive" / datetime.date.today().isoformat()
-        day.mkdir(mode=0o700, parents=True, exist_ok=True)
-        target = day / name
+        today = datetime.date.today().isoformat()
+        day = f"{self.queue}/archive/{today}"
+        if self._archive_day != today:
+            os.makedirs(day, mode=0o700, exist_ok=True)
+            self._archive_day = today
+        target = f"{day}/{name}"
         n = 1
-        while target.exists() or target.is_symlink():  # a resubmitted id: keep both
-            target = day / f"{name}.{n}"
+        while os.path.lexists(target):  # a resubmitted id: keep both
+            target = f"{day}/{name}.{n}"
             n += 1
         with contextlib.suppress(FileNotFoundError):
             os.rename(path, target)
