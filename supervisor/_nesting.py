@@ -5,6 +5,7 @@ Violations are refused with a message that names the field; nothing is silently 
 
 from __future__ import annotations
 
+import math
 from fnmatch import fnmatchcase
 
 from actors import AgentRefused
@@ -53,10 +54,13 @@ def check_child(
             raise AgentRefused(
                 f"context.permissions.execute: {extra} not within the parent's {theirs.execute}"
             )
-    if parent_remaining is not None and child.timeout_seconds > parent_remaining:
+    # Whole seconds, as the field: a child may ask for the parent's remaining time rounded
+    # up. Its own deadline then lands at most a second after the parent's, and the parent's
+    # timeout cascade stops it first: it never outlives its parent.
+    if parent_remaining is not None and child.timeout_seconds > math.ceil(parent_remaining):
         raise AgentRefused(
             f"timeout_seconds: {child.timeout_seconds} exceeds the parent's remaining time"
-            f" ({max(parent_remaining, 0):.0f} s)"
+            f" ({max(math.ceil(parent_remaining), 0)} s)"
         )
 
 

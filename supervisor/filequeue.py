@@ -21,6 +21,8 @@ import json
 import os
 import stat
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -579,6 +581,24 @@ class Coordinator:
                         await self._redeploy(row["agent_id"])
         self._scan(self.queue / "processing")
         self._scan(self.queue / "requests")
+
+
+@asynccontextmanager
+async def open_coordinator(runtime: Runtime, settings: Settings) -> AsyncIterator[Coordinator]:
+    """Serve the file queue from inside a program (the embedded default), as a block.
+
+    ::
+
+        async with open_runtime() as rt, open_coordinator(rt, Settings(home=h)) as coord:
+            ...  # agents (and their sub-agents) deploy through h/agent-queue
+    """
+    coord = Coordinator(runtime, settings)
+    async with anyio.create_task_group() as tg:
+        await tg.start(coord.serve)
+        try:
+            yield coord
+        finally:
+            tg.cancel_scope.cancel()
 
 
 def row_spec_json(row: dict[str, Any]) -> str:

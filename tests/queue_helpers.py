@@ -18,20 +18,17 @@ import anyio
 import psutil
 
 from supervisor import Runtime, Settings, no_events, open_runtime
-from supervisor.filequeue import Coordinator
+from supervisor.filequeue import Coordinator, open_coordinator
 
 
 @asynccontextmanager
 async def coordinator(home: Path, **settings: Any) -> AsyncIterator[tuple[Runtime, Coordinator]]:
     """A coordinator serving *home* inside this test's event loop."""
-    async with open_runtime(events=no_events()) as rt:
-        coord = Coordinator(rt, Settings(home=home, **settings))
-        async with anyio.create_task_group() as tg:
-            await tg.start(coord.serve)
-            try:
-                yield rt, coord
-            finally:
-                tg.cancel_scope.cancel()
+    async with (
+        open_runtime(events=no_events()) as rt,
+        open_coordinator(rt, Settings(home=home, **settings)) as coord,
+    ):
+        yield rt, coord
 
 
 @contextmanager
