@@ -99,10 +99,15 @@ def process_spec(
     argv = list(argv)
     if not argv or not argv[0]:
         raise ValueError("argv must name a program")
-    environ = dict(os.environ if env is None else env)
+    # Encoded once here, not by Popen at every (re)start: spawning is on the hot path.
+    environ = (
+        dict(os.environb)
+        if env is None
+        else {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
+    )
 
     async def start(ctx: ChildContext) -> None:
-        environ["ZIGGIE_INCARNATION"] = str(ctx.incarnation)
+        environ[b"ZIGGIE_INCARNATION"] = str(ctx.incarnation).encode()
         await _run_process(
             ctx,
             argv,
@@ -131,7 +136,7 @@ async def _run_process(
     ctx: ChildContext,
     argv: list[str],
     cwd: str | os.PathLike[str],
-    env: dict[str, str],
+    env: dict[bytes, bytes],
     log_path: Path | None,
     log_max_bytes: int,
     log_backups: int,
@@ -176,36 +181,55 @@ async def _run_process(
             if read_fd is not None and log is not None:
                 tg.start_soon(_drain, drain, read_fd, log)
             try:
-                if nested:
-                    async with open_supervisor(ctx, max_children=max_children) as sup:
-                        handle.supervisor = sup
-                        ctx.started(handle)
-                        returncode = await tree.wait()
-                else:
-                    ctx.started(handle)
-                    returncode = await tree.wait()
-                handle.returncode = returncode
-                ctx.emit("process_exited", pid=tree.pid, **exit_fields(returncode))
+                returncode = await _supervise(ctx, tree, handle, nested, max_children)
             finally:
-                report = await tree.stop(ctx.shutdown.grace)
-                handle.last_stop = report
-                if returncode is None:
-                    handle.returncode = tree.returncode
-                    ctx.emit(
-                        "process_stopped",
-                        pid=tree.pid,
-                        seconds=round(report.seconds, 4),
-                        terminated=report.terminated,
-                        **exit_fields(tree.returncode or 0),
-                    )
-                if report.killed:
-                    ctx.emit("killed", pid=tree.pid, pids=report.killed)
+                await _stop(ctx, tree, handle, returncode)
                 drain.deadline = anyio.current_time() + _DRAIN_SECONDS
     finally:
         if log:
             log.close()
     if returncode:
         raise ProcessExit(returncode)
+
+
+async def _supervise(
+    ctx: ChildContext,
+    tree: ProcessTree,
+    handle: ProcessHandle,
+    nested: bool,
+    max_children: int | None,
+) -> int:
+    """Report started, then wait for the leader's exit (hosting sub-agents if nested)."""
+    if nested:
+        async with open_supervisor(ctx, max_children=max_children) as sup:
+            handle.supervisor = sup
+            ctx.started(handle)
+            returncode = await tree.wait()
+    else:
+        ctx.started(handle)
+        returncode = await tree.wait()
+    handle.returncode = returncode
+    ctx.emit("process_exited", pid=tree.pid, **exit_fields(returncode))
+    return returncode
+
+
+async def _stop(
+    ctx: ChildContext, tree: ProcessTree, handle: ProcessHandle, returncode: int | None
+) -> None:
+    """Stop what is left of the tree (all of it, when the node itself is being stopped)."""
+    report = await tree.stop(ctx.shutdown.grace)
+    handle.last_stop = report
+    if returncode is None:
+        handle.returncode = tree.returncode
+        ctx.emit(
+            "process_stopped",
+            pid=tree.pid,
+            seconds=round(report.seconds, 4),
+            terminated=report.terminated,
+            **exit_fields(tree.returncode or 0),
+        )
+    if report.killed:
+        ctx.emit("killed", pid=tree.pid, pids=report.killed)
 
 
 async def _drain(scope: anyio.CancelScope, read_fd: int, log: RotatingLog) -> None:

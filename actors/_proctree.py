@@ -183,15 +183,15 @@ class ProcessTree:
         *,
         agent_id: str,
         cwd: str | os.PathLike[str],
-        env: Mapping[str, str],
+        env: Mapping[bytes, bytes],
         stdout: int | IO[bytes] | None,
     ) -> None:
         become_subreaper()
         self.agent_id = agent_id
         full_env = {
             **env,
-            MARKER: agent_id,
-            _watchdog.TOKEN_VAR: _watchdog.token(),
+            MARKER.encode(): agent_id.encode(),
+            _watchdog.TOKEN_VAR.encode(): _watchdog.token().encode(),
         }
         # No preexec_fn: it would force fork over vfork (12x slower spawns, measured).
         self.popen = subprocess.Popen(

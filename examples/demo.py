@@ -86,9 +86,7 @@ def show_tree(coord: Coordinator, title: str) -> None:
         d = coord.agent_detail(agent_id)
         if d is None:
             continue
-        colour = {"running": "green", "timed_out": "yellow", "failed": "red"}.get(
-            d["state"], "dim"
-        )
+        colour = {"running": "green", "timed_out": "yellow", "failed": "red"}.get(d["state"], "dim")
         parent = nodes.get(d["parent_id"], tree)
         nodes[agent_id] = parent.add(
             f"[bold]{agent_id}[/] {d['level']} [{colour}]{d['state']}[/] pid={d['pid']}"
@@ -97,11 +95,24 @@ def show_tree(coord: Coordinator, title: str) -> None:
     console.print(tree)
 
 
-async def wait_for(seen: list[tuple[str, dict[str, Any]]], event: str, agent_id: str) -> float:
-    with anyio.fail_after(20):
-        while not any(n == event and f.get("agent_id") == agent_id for n, f in seen):
-            await anyio.sleep(0.02)
-    return time.monotonic()
+class Waiter:
+    """Lets the demo wait for lifecycle events, e.g. ``await waiter("restarted", "scout-b")``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+        self._wanted: dict[tuple[str, str], anyio.Event] = {}
+
+    def listener(self, name: str, fields: dict[str, Any]) -> None:
+        self.seen.append((name, fields))
+        event = self._wanted.get((name, fields.get("agent_id", "")))
+        if event is not None:
+            event.set()
+
+    async def __call__(self, name: str, agent_id: str) -> None:
+        if any(n == name and f.get("agent_id") == agent_id for n, f in self.seen):
+            return
+        with anyio.fail_after(20):
+            await self._wanted.setdefault((name, agent_id), anyio.Event()).wait()
 
 
 async def main() -> int:
@@ -109,8 +120,9 @@ async def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ziggie-demo-") as tmp:
         work = Path(tmp)
         events = json_events(sys.stdout)
-        seen: list[tuple[str, dict[str, Any]]] = []
-        with events.listen(lambda name, fields: seen.append((name, fields))):
+        waiter = Waiter()
+        seen = waiter.seen
+        with events.listen(waiter.listener):
             async with (
                 open_runtime("ziggie", events=events) as rt,
                 open_coordinator(rt, Settings(home=work / "home")) as coord,
@@ -118,15 +130,12 @@ async def main() -> int:
             ):
                 answer = await client.deploy_agent(overwatch_spec(work))
                 console.print(f"[bold]deploy overwatch:[/] {answer.status} pid={answer.pid}")
-                with anyio.fail_after(20):
-                    while not all(
-                        (d := coord.agent_detail(i)) and d["state"] == "running" for i in IDS
-                    ):
-                        await anyio.sleep(0.05)
+                for agent_id in IDS:
+                    await waiter("started", agent_id)
                 show_tree(coord, "1. the tree: L1 -> 2 x L2 -> L3, every node a process")
-                await wait_for(seen, "restarted", "scout-b")
+                await waiter("restarted", "scout-b")
                 show_tree(coord, "2. scout-b crashed (exit 3) and analyst-b restarted it")
-                await wait_for(seen, "timed_out", "analyst-a")
+                await waiter("timed_out", "analyst-a")
                 show_tree(coord, "3. analyst-a hit its 8 s deadline; scout-a was stopped first")
                 t_term = time.monotonic()
                 answer = await client.terminate_agent("overwatch", timeout=60)

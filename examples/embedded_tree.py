@@ -49,7 +49,19 @@ async def main() -> None:
         max_restarts=5,
         max_seconds=10,
     )
-    async with open_runtime("embedded", [tree], events=json_events(sys.stderr)) as rt:
+    events = json_events(sys.stderr)
+    restarted = {"counter": trio.Event(), "pinger": trio.Event()}
+
+    def on_event(name: str, fields: dict[str, Any]) -> None:
+        if name == "restarted" and fields["agent_id"] in restarted:
+            restarted[fields["agent_id"]].set()
+
+    with events.listen(on_event):
+        await run(tree, events, restarted)
+
+
+async def run(tree: Any, events: Any, restarted: dict[str, trio.Event]) -> None:
+    async with open_runtime("embedded", [tree], events=events) as rt:
         counter = ActorRef(rt, "counter")
         counter.tell_nowait(40)
         print("counter:", await counter.ask(2))
@@ -57,14 +69,13 @@ async def main() -> None:
             await counter.ask("boom")
         except ActorDied:
             print("counter crashed during ask; its supervisor restarts it")
-        while rt.whereis("counter") is None:
-            await trio.sleep(0.01)
+        await restarted["counter"].wait()
         print("counter after restart:", await counter.ask("get"))
 
         pinger: ProcessHandle = rt.whereis("pinger")
         os.kill(pinger.pid, signal.SIGKILL)
-        while (handle := rt.whereis("pinger")) is None or handle.pid == pinger.pid:
-            await trio.sleep(0.01)
+        await restarted["pinger"].wait()
+        handle: ProcessHandle = rt.whereis("pinger")
         print(f"pinger killed (pid {pinger.pid}), restarted as pid {handle.pid}")
         print("children:", [(c.id, str(c.state)) for c in rt.whereis("workers").which_children()])
     print("tree stopped")

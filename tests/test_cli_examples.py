@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -114,17 +115,18 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
 
 def _run_example(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     proc = subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     helpers: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + timeout
         while proc.poll() is None:  # note its watchdog, to reap it once the example is done
-            try:
+            with contextlib.suppress(psutil.Error):
                 helpers = psutil.Process(proc.pid).children(recursive=True) or helpers
-            except psutil.Error:
-                pass
             assert time.monotonic() < deadline, f"{args} did not finish"
             time.sleep(0.05)
         out, err = proc.communicate()
