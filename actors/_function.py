@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Unpack
 
-from supervisor import ChildContext, ChildSpec, Restart, Shutdown
+from supervisor import ChildContext, ChildSpec, SpecOptions
 
 
 def function_actor(
@@ -13,11 +13,7 @@ def function_actor(
     fn: Callable[..., Awaitable[Any]],
     *args: Any,
     pass_context: bool = False,
-    restart: Restart = Restart.PERMANENT,
-    shutdown: Shutdown = Shutdown(5.0),
-    timeout: float | None = None,
-    significant: bool = False,
-    level: str | None = None,
+    **options: Unpack[SpecOptions],
 ) -> ChildSpec:
     """A child spec running ``await fn(*args)``, started as soon as it is scheduled.
 
@@ -32,12 +28,4 @@ def function_actor(
         else:
             await fn(*args)
 
-    return ChildSpec(
-        id=id,
-        start=start,
-        restart=restart,
-        shutdown=shutdown,
-        timeout=timeout,
-        significant=significant,
-        level=level,
-    )
+    return ChildSpec(id=id, start=start, **options)

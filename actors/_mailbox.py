@@ -11,7 +11,7 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Unpack, runtime_checkable
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -22,9 +22,8 @@ from supervisor import (
     ChildContext,
     ChildSpec,
     MailboxFull,
-    Restart,
     Runtime,
-    Shutdown,
+    SpecOptions,
 )
 
 
@@ -145,11 +144,7 @@ def actor(
     factory: Callable[[], Actor],
     *,
     mailbox_size: float = 1000,
-    restart: Restart = Restart.PERMANENT,
-    shutdown: Shutdown = Shutdown(5.0),
-    timeout: float | None = None,
-    significant: bool = False,
-    level: str | None = None,
+    **options: Unpack[SpecOptions],
 ) -> ChildSpec:
     """A child spec for a mailbox actor; each incarnation gets ``factory()`` and a fresh mailbox.
 
@@ -161,12 +156,4 @@ def actor(
     async def start(ctx: ChildContext) -> None:
         await _serve(ctx, factory(), mailbox_size)
 
-    return ChildSpec(
-        id=id,
-        start=start,
-        restart=restart,
-        shutdown=shutdown,
-        timeout=timeout,
-        significant=significant,
-        level=level,
-    )
+    return ChildSpec(id=id, start=start, **options)

@@ -7,15 +7,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 
 from supervisor import (
     ChildContext,
     ChildSpec,
-    Restart,
-    Shutdown,
+    SpecOptions,
     Supervisor,
     ZiggieError,
     open_supervisor,
@@ -82,11 +81,8 @@ def process_spec(
     definition_path: Path | None = None,
     nested: bool = False,
     max_children: int | None = None,
-    restart: Restart = Restart.PERMANENT,
-    shutdown: Shutdown = Shutdown(5.0),
-    timeout: float | None = None,
-    level: str | None = None,
     meta: Mapping[str, Any] | None = None,
+    **options: Unpack[SpecOptions],
 ) -> ChildSpec:
     """A child spec that runs *argv* (exactly, no shell) as a supervised process tree.
 
@@ -121,15 +117,7 @@ def process_spec(
             max_children,
         )
 
-    return ChildSpec(
-        id=id,
-        start=start,
-        restart=restart,
-        shutdown=shutdown,
-        timeout=timeout,
-        level=level,
-        meta=dict(meta or {}),
-    )
+    return ChildSpec(id=id, start=start, meta=dict(meta or {}), **options)
 
 
 async def _run_process(

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypedDict, Unpack
 
 import anyio
 from anyio.abc import TaskGroup
@@ -98,6 +98,16 @@ class ChildSpec:
             raise ValueError("a significant child must be transient or temporary (as in OTP)")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
+
+
+class SpecOptions(TypedDict, total=False):
+    """The keyword options every child-spec builder passes through to :class:`ChildSpec`."""
+
+    restart: Restart
+    shutdown: Shutdown
+    timeout: float | None
+    significant: bool
+    level: str | None
 
 
 class ChildState(StrEnum):
@@ -817,14 +827,15 @@ def supervisor_spec(
     backoff: Backoff | None = None,
     auto_shutdown: AutoShutdown = AutoShutdown.NEVER,
     max_children: int | None = None,
-    restart: Restart = Restart.PERMANENT,
-    shutdown: Shutdown = Shutdown.INFINITY,
-    timeout: float | None = None,
-    significant: bool = False,
-    level: str | None = None,
+    **options: Unpack[SpecOptions],
 ) -> ChildSpec:
-    """A child spec whose child is a supervisor over *children*; its value is the node."""
+    """A child spec whose child is a supervisor over *children*; its value is the node.
+
+    Its shutdown defaults to ``Shutdown.INFINITY`` (OTP's default for supervisors): it
+    takes as long as its children's own shutdown specs allow.
+    """
     specs = tuple(children)
+    options.setdefault("shutdown", Shutdown.INFINITY)
 
     async def start(ctx: ChildContext) -> None:
         async with open_supervisor(
@@ -840,13 +851,4 @@ def supervisor_spec(
             ctx.started(sup)
             await anyio.sleep_forever()
 
-    return ChildSpec(
-        id=id,
-        start=start,
-        restart=restart,
-        shutdown=shutdown,
-        timeout=timeout,
-        significant=significant,
-        kind="supervisor",
-        level=level,
-    )
+    return ChildSpec(id=id, start=start, kind="supervisor", **options)

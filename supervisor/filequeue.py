@@ -53,7 +53,7 @@ from ._schemas import (
     is_valid_id,
 )
 from ._settings import Settings
-from ._tree import ChildState
+from ._tree import ChildSpec, ChildState
 
 SUFFIX = ".request.json"
 _MUTATING = frozenset({"deploy_agent", "terminate_agent", "restart_agent"})
@@ -293,26 +293,11 @@ class Coordinator:
         spec = request.agent_spec
         assert spec is not None
         try:
-            supervisor, parent_id = self._placement(request.parent_agent, spec)
             if spec.id in self.rt:
                 raise AgentRefused(f"id: agent {spec.id!r} already exists")
-            child = agent_child_spec(
-                spec,
-                self.home,
-                parent_id=parent_id,
-                default_runner=self.settings.default_runner,
-                log_max_bytes=self.settings.log_max_bytes,
-            )
+            supervisor, child = self._prepare(spec, request.parent_agent, request.request_id)
         except (AgentRefused, ValueError) as exc:
             return _reply(request, "failed", spec.id, "Deployment refused", error=str(exc))
-        self.journal.add_agent(
-            spec.id,
-            spec.model_dump_json(),
-            parent_id=parent_id,
-            level=spec.level,
-            request_id=request.request_id,
-            restart=str(child.restart),
-        )
         try:
             handle: ProcessHandle = await supervisor.start_child(child)
         except (StartError, SupervisorError) as exc:
@@ -326,6 +311,28 @@ class Coordinator:
             pid=handle.pid,
             output_log=str(handle.log_path),
         )
+
+    def _prepare(
+        self, spec: AgentSpec, parent_agent: str, request_id: str | None
+    ) -> tuple[Any, ChildSpec]:
+        """Check *spec* under its parent, write its definition, record it in the journal."""
+        supervisor, parent_id = self._placement(parent_agent, spec)
+        child = agent_child_spec(
+            spec,
+            self.home,
+            parent_id=parent_id,
+            default_runner=self.settings.default_runner,
+            log_max_bytes=self.settings.log_max_bytes,
+        )
+        self.journal.add_agent(
+            spec.id,
+            spec.model_dump_json(),
+            parent_id=parent_id,
+            level=spec.level,
+            request_id=request_id,
+            restart=str(child.restart),
+        )
+        return supervisor, child
 
     def _placement(self, parent_agent: str, spec: AgentSpec) -> tuple[Any, str | None]:
         """The supervisor a deploy goes under, and its parent agent id (None: top level)."""
@@ -434,23 +441,7 @@ class Coordinator:
         if row is None:
             return None
         spec = AgentSpec.model_validate(row["spec"])
-        parent = row["parent_id"]
-        supervisor, parent_id = self._placement(parent or "Ziggie", spec)
-        child = agent_child_spec(
-            spec,
-            self.home,
-            parent_id=parent_id,
-            default_runner=self.settings.default_runner,
-            log_max_bytes=self.settings.log_max_bytes,
-        )
-        self.journal.add_agent(
-            spec.id,
-            row_spec_json(row),
-            parent_id=parent_id,
-            level=spec.level,
-            request_id=row["request_id"],
-            restart=str(child.restart),
-        )
+        supervisor, child = self._prepare(spec, row["parent_id"] or "Ziggie", row["request_id"])
         handle: ProcessHandle = await supervisor.start_child(child)
         return handle
 
@@ -599,10 +590,6 @@ async def open_coordinator(runtime: Runtime, settings: Settings) -> AsyncIterato
             yield coord
         finally:
             tg.cancel_scope.cancel()
-
-
-def row_spec_json(row: dict[str, Any]) -> str:
-    return json.dumps(row["spec"])
 
 
 def _reply(

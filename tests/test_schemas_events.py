@@ -218,6 +218,7 @@ SUPERVISOR_EXPORTS = [
     "Runtime",
     "Settings",
     "Shutdown",
+    "SpecOptions",
     "StartError",
     "Strategy",
     "Supervisor",
