@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS agents (
     started_at  REAL,
     ended_at    REAL
 );
+CREATE INDEX IF NOT EXISTS agents_by_parent ON agents (parent_id);
 """
 
 #: Agent states that mean "a process may still be running".
@@ -142,6 +143,12 @@ class Journal:
     def agents(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM agents ORDER BY rowid").fetchall()
         return [_agent_row(row) for row in rows]
+
+    def children_of(self, agent_id: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT agent_id FROM agents WHERE parent_id = ? ORDER BY rowid", (agent_id,)
+        ).fetchall()
+        return [row[0] for row in rows]
 
     def live_agents(self) -> list[dict[str, Any]]:
         """Agents a predecessor believed alive, parents before children."""

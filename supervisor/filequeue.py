@@ -93,7 +93,9 @@ class Coordinator:
         self._deploys = anyio.CapacityLimiter(settings.concurrency)
         self._inflight: set[str] = set()
         self._tg: TaskGroup | None = None
+        # Plain strings for the per-request hot path (pathlib costs more than the syscalls).
         self._responses_dir = str(self.queue / "responses")
+        self._processing_dir = str(self.queue / "processing")
         self._archive_day = ""
         self._listen = runtime.events.listen(self._on_event)
 
@@ -133,17 +135,17 @@ class Coordinator:
 
     async def _handle_file(self, directory: Path, name: str) -> None:
         try:
-            claimed = self.queue / "processing" / name
-            if directory != claimed.parent:
+            claimed = f"{self._processing_dir}/{name}"
+            if str(directory) != self._processing_dir:
                 try:
-                    os.rename(directory / name, claimed)  # the atomic claim
+                    os.rename(f"{directory}/{name}", claimed)  # the atomic claim
                 except FileNotFoundError:
                     return  # already claimed
             await self._process(claimed, name)
         finally:
             self._inflight.discard(name)
 
-    async def _process(self, path: Path, name: str) -> None:
+    async def _process(self, path: str, name: str) -> None:
         file_id = name[: -len(SUFFIX)]
         t0 = time.perf_counter()
         try:
@@ -187,9 +189,9 @@ class Coordinator:
             ms=round((time.perf_counter() - t0) * 1000, 3),
         )
 
-    def _load(self, path: Path, file_id: str) -> DeploymentRequest:
+    def _load(self, path: str, file_id: str) -> DeploymentRequest:
         try:
-            info = path.lstat()
+            info = os.lstat(path)
         except FileNotFoundError as exc:
             raise BadRequest("request file vanished") from exc
         if not stat.S_ISREG(info.st_mode):
@@ -256,7 +258,7 @@ class Coordinator:
         )
         self.rt.events.emit("request_rejected", request_id=safe, file=name, error=error)
 
-    def _archive(self, path: Path, name: str) -> None:
+    def _archive(self, path: str, name: str) -> None:
         today = datetime.date.today().isoformat()
         day = f"{self.queue}/archive/{today}"
         if self._archive_day != today:
