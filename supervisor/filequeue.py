@@ -360,13 +360,7 @@ class Coordinator:
         assert agent_id is not None
         detail = self.agent_detail(agent_id)
         if detail is None:
-            return _reply(
-                request,
-                "failed",
-                agent_id,
-                "Agent not found",
-                error=f"No agent with ID {agent_id}",
-            )
+            return _not_found(request, agent_id)
         status = _STATUS.get(detail["state"], "failed")
         return _reply(
             request,
@@ -384,13 +378,7 @@ class Coordinator:
         if agent_id not in self.rt or self.rt.info(agent_id).state is ChildState.STOPPED:
             row = self.journal.agent(agent_id)
             if row is None:
-                return _reply(
-                    request,
-                    "failed",
-                    agent_id,
-                    "Agent not found",
-                    error=f"No agent with ID {agent_id}",
-                )
+                return _not_found(request, agent_id)
             return _reply(
                 request,
                 "failed",
@@ -425,9 +413,7 @@ class Coordinator:
         except (ZiggieError, ValueError) as exc:
             return _reply(request, "failed", agent_id, "Restart failed", error=_cause(exc))
         if handle is None:
-            return _reply(
-                request, "failed", agent_id, "Agent not found", error=f"No agent with ID {agent_id}"
-            )
+            return _not_found(request, agent_id)
         return _reply(
             request,
             "deployed",
@@ -603,6 +589,13 @@ def _reply(
         agent_id=agent_id,
         message=message,
         **fields,
+    )
+
+
+def _not_found(request: DeploymentRequest, agent_id: str) -> DeploymentResponse:
+    # The CLI maps exactly this message to exit code 4.
+    return _reply(
+        request, "failed", agent_id, "Agent not found", error=f"No agent with ID {agent_id}"
     )
 
 
