@@ -7,7 +7,6 @@ from ._agents import (
     check_deployable,
     definition_text,
     read_definition,
-    write_atomic,
 )
 from ._function import function_actor
 from ._mailbox import Actor, ActorRef, Mailbox, actor
@@ -52,5 +51,4 @@ __all__ = [
     "register_runner",
     "resolve_argv",
     "stop_strays",
-    "write_atomic",
 ]

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor import AgentSpec, ChildSpec, Restart, Shutdown, ZiggieError
+from supervisor import AgentSpec, ChildSpec, Restart, Shutdown, ZiggieError, write_atomic
 
 from ._process import process_spec
 from ._proctree import log_path_for
@@ -52,19 +52,6 @@ class AgentHome:
 def _mkdir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write *text* to a temp file beside *path* (0600), then ``os.replace`` it in."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _q(value: object) -> str:

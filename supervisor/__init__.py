@@ -23,6 +23,7 @@ from ._errors import (
     ZiggieError,
 )
 from ._events import EventLog, json_events, no_events
+from ._fileio import write_atomic
 from ._policy import AutoShutdown, Backoff, Intensity, Outcome, Restart, Shutdown, Strategy
 from ._runtime import Runtime, open_runtime
 from ._schemas import (
@@ -101,4 +102,5 @@ __all__ = [
     "open_supervisor",
     "supervisor_spec",
     "validate_id",
+    "write_atomic",
 ]

@@ -20,6 +20,7 @@ import anyio
 from pydantic import ValidationError
 
 from ._dirwatch import RESCAN, Watcher, watch_directory
+from ._fileio import write_atomic
 from ._schemas import AgentSpec, DeploymentRequest, DeploymentResponse
 
 P = ParamSpec("P")
@@ -30,19 +31,6 @@ def default_queue_dir() -> Path:
     """``$ZIGGIE_HOME/agent-queue``, else ``./.ziggie/agent-queue``."""
     home = os.environ.get("ZIGGIE_HOME")
     return Path(home if home else ".ziggie") / "agent-queue"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a hidden temp file beside *path* (0600), then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class AgentDeploymentClient:
@@ -123,7 +111,7 @@ class AgentDeploymentClient:
         if self._watcher is None:  # watch before writing: no answer can slip past
             self._watcher = watch_directory(self.responses_dir)
         path = self.requests_dir / f"{request.request_id}.request.json"
-        write_json_atomic(path, request.model_dump(mode="json"))
+        write_atomic(path, json.dumps(request.model_dump(mode="json"), indent=2))
         if not wait:
             return DeploymentResponse(
                 request_id=request.request_id,

@@ -40,9 +40,9 @@ from actors import (
 )
 
 from . import _nesting
-from ._client import write_json_atomic
 from ._dirwatch import RESCAN, watch_directory
 from ._errors import StartError, SupervisorError, ZiggieError, describe
+from ._fileio import write_atomic
 from ._journal import LIVE_STATES, Journal
 from ._policy import Restart
 from ._runtime import Runtime
@@ -231,30 +231,26 @@ class Coordinator:
     # -- answering -------------------------------------------------------------------
 
     def _write_response(self, request_id: str, body: str) -> None:
-        # Plain strings, not pathlib: this runs once per request, on the hot path.
-        responses = self._responses_dir
-        tmp = f"{responses}/.{request_id}.response.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, body.encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, f"{responses}/{request_id}.response.json")
+        write_atomic(f"{self._responses_dir}/{request_id}.response.json", body)
 
     def _answer_error(self, file_id: str, name: str, error: str) -> None:
         # The error file is named from the file name, so the seed's client finds it; a name
         # that is not a safe id gets a digest instead, never a path of its choosing.
         safe = file_id if is_valid_id(file_id) else "invalid-" + _digest(name)
-        write_json_atomic(
-            self.queue / "responses" / f"{safe}.error.json",
-            {
-                "version": "1.0",
-                "request_id": safe,
-                "status": "failed",
-                "error": error,
-                "original_file": name,
-                "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
-            },
+        error_file = f"{self._responses_dir}/{safe}.error.json"
+        write_atomic(
+            error_file,
+            json.dumps(
+                {
+                    "version": "1.0",
+                    "request_id": safe,
+                    "status": "failed",
+                    "error": error,
+                    "original_file": name,
+                    "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+                },
+                indent=2,
+            ),
         )
         self.rt.events.emit("request_rejected", request_id=safe, file=name, error=error)
 

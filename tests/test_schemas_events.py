@@ -181,7 +181,6 @@ ACTORS_EXPORTS = [
     "register_runner",
     "resolve_argv",
     "stop_strays",
-    "write_atomic",
 ]
 
 SUPERVISOR_EXPORTS = [
@@ -234,6 +233,7 @@ SUPERVISOR_EXPORTS = [
     "open_supervisor",
     "supervisor_spec",
     "validate_id",
+    "write_atomic",
 ]
 
 
