@@ -250,6 +250,10 @@ class ProcessTree:
         _seen.update(found)
         return found
 
+    def live_members(self) -> set[int]:
+        """The agent's live processes, by the cheapest sound means this kernel offers."""
+        return self._quick_members() if _CHILD_LISTS else self.members()
+
     def members(self, stats: Mapping[int, _Stat] | None = None) -> set[int]:
         """Every live process of this agent: its group, its descendants, marked escapees."""
         if stats is None:
@@ -295,7 +299,7 @@ class ProcessTree:
                 # We are the subreaper: every process the agent ever had is still in our
                 # subtree (under its leader, or re-parented to us), so walking the child
                 # lists of the leader and of ourselves sees all of it.
-                members = self._quick_members() if _CHILD_LISTS else self.members()
+                members = self.live_members()
                 if not members:
                     break
                 if anyio.current_time() < deadline:
@@ -333,7 +337,7 @@ class ProcessTree:
         """CPU seconds and RSS of the whole tree (psutil), for status replies."""
         cpu = rss = 0.0
         count = 0
-        for pid in self.members():
+        for pid in self.live_members():
             try:
                 proc = psutil.Process(pid)
                 times = proc.cpu_times()

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import anyio
+import pytest
 
 from supervisor import ChildContext, ChildSpec, EventLog, Restart, Shutdown, no_events
 
@@ -92,3 +93,13 @@ def recording() -> Iterator[tuple[EventLog, list[tuple[str, dict[str, Any]]]]]:
 
 def names(seen: list[tuple[str, dict[str, Any]]], *wanted: str) -> list[tuple[str, str]]:
     return [(n, f.get("agent_id", "")) for n, f in seen if not wanted or n in wanted]
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def real_clock_backend(request: pytest.FixtureRequest) -> str:
+    """Both backends on the real clock: real processes cannot run on a MockClock.
+
+    Use it as a module's backend with ``from .helpers import real_clock_backend as
+    anyio_backend``.
+    """
+    return str(request.param)

@@ -21,12 +21,9 @@ from actors import (
 )
 from supervisor import AgentSpec, ChildState, Outcome, open_runtime
 
+from .helpers import real_clock_backend as anyio_backend  # noqa: F401
+
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def make_spec(tmp_path: Path, **overrides: object) -> AgentSpec:

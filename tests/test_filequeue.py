@@ -23,6 +23,7 @@ from supervisor import (
     SyncAgentDeploymentClient,
 )
 
+from .helpers import real_clock_backend as anyio_backend  # noqa: F401
 from .queue_helpers import (
     agent_spec,
     answer_of,
@@ -34,11 +35,6 @@ from .queue_helpers import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def _queue_empty(home: Path) -> bool:

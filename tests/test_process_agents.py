@@ -25,16 +25,11 @@ from supervisor import (
     open_runtime,
 )
 
+from .helpers import real_clock_backend as anyio_backend  # noqa: F401
 from .helpers import recording
 
 pytestmark = pytest.mark.anyio
 BEHAVE = str(Path(__file__).parent / "agents" / "behave.py")
-
-
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Real processes need the real clock: no MockClock here."""
-    return str(request.param)
 
 
 async def _wait_file(path: Path, timeout: float = 20) -> list[int]:
