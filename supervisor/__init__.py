@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._events import EventLog, json_events, no_events
 from ._fileio import write_atomic
+from ._ids import is_valid_id, validate_id
 from ._policy import AutoShutdown, Backoff, Intensity, Outcome, Restart, Shutdown, Strategy
 from ._runtime import Runtime, open_runtime
 from ._schemas import (
@@ -33,8 +34,6 @@ from ._schemas import (
     AgentSpec,
     DeploymentRequest,
     DeploymentResponse,
-    is_valid_id,
-    validate_id,
 )
 from ._settings import Settings
 from ._tree import (

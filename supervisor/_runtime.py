@@ -9,8 +9,8 @@ from typing import Any
 
 from ._errors import AlreadyStarted, NotFound
 from ._events import EventLog
+from ._ids import validate_id
 from ._policy import Backoff, Strategy
-from ._schemas import validate_id
 from ._tree import ChildInfo, ChildSpec, ChildState, Supervisor, _Child, open_supervisor
 
 

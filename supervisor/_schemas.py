@@ -22,24 +22,9 @@ from pydantic import (
     model_validator,
 )
 
+from ._ids import validate_id
+
 PROTOCOL_VERSION = "1.0"
-
-#: An id may name a file, so it cannot contain a separator, start with a dot, or be long.
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def validate_id(value: str, what: str = "id") -> str:
-    """Return *value* if it is a safe id, else raise ``ValueError`` saying why."""
-    if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
-        raise ValueError(
-            f"invalid {what} {value!r}: must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}} "
-            "(letters, digits, '.', '_', '-'; no path separators)"
-        )
-    return value
-
-
-def is_valid_id(value: object) -> bool:
-    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
 def _check_id(value: str) -> str:

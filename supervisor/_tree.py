@@ -34,6 +34,7 @@ from ._errors import (
     SupervisorClosed,
     describe,
 )
+from ._ids import validate_id
 from ._policy import (
     AutoShutdown,
     Backoff,
@@ -44,7 +45,6 @@ from ._policy import (
     Strategy,
     should_restart,
 )
-from ._schemas import validate_id
 
 if TYPE_CHECKING:
     from ._runtime import Runtime

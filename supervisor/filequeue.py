@@ -43,6 +43,7 @@ from . import _nesting
 from ._dirwatch import RESCAN, watch_directory
 from ._errors import StartError, SupervisorError, ZiggieError, describe
 from ._fileio import write_atomic
+from ._ids import is_valid_id
 from ._journal import LIVE_STATES, Journal
 from ._policy import Restart
 from ._runtime import Runtime
@@ -50,7 +51,6 @@ from ._schemas import (
     AgentSpec,
     DeploymentRequest,
     DeploymentResponse,
-    is_valid_id,
 )
 from ._settings import Settings
 from ._tree import ChildSpec, ChildState
