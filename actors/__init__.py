@@ -1,54 +1,31 @@
-"""What runs inside a supervised node: in-process actors and OS-process agents."""
+"""What runs inside a supervised node: in-process actors and OS-process agents.
 
-from ._agents import (
-    AgentHome,
-    AgentRefused,
-    agent_child_spec,
-    check_deployable,
-    definition_text,
-    read_definition,
-)
-from ._function import function_actor
-from ._mailbox import Actor, ActorRef, Mailbox, actor
+Built only on the kernel's public API (:mod:`supervisor`). Spec builders share one
+naming scheme: ``*_spec`` returns a :class:`supervisor.ChildSpec`.
+"""
+
+from ._function import function_spec
+from ._mailbox import Actor, ActorRef, Mailbox, actor_spec
 from ._process import ProcessExit, ProcessHandle, SpawnError, process_spec
-from ._proctree import (
-    StopReport,
-    become_subreaper,
-    find_marked,
-    has_marker,
-    process_start_time,
-    reap_orphans,
-    stop_strays,
-)
-from ._runners import RUNNERS, Runner, claude_runner, demo_runner, register_runner, resolve_argv
+from ._procfs import Marked, has_marker, marked_processes, process_start_time
+from ._proctree import StopReport, become_subreaper, log_path_for, stop_processes
 
 __all__ = [
-    "RUNNERS",
     "Actor",
     "ActorRef",
-    "AgentHome",
-    "AgentRefused",
     "Mailbox",
+    "Marked",
     "ProcessExit",
     "ProcessHandle",
-    "Runner",
     "SpawnError",
     "StopReport",
-    "actor",
-    "agent_child_spec",
+    "actor_spec",
     "become_subreaper",
-    "check_deployable",
-    "claude_runner",
-    "definition_text",
-    "demo_runner",
-    "find_marked",
-    "function_actor",
+    "function_spec",
     "has_marker",
+    "log_path_for",
+    "marked_processes",
     "process_spec",
     "process_start_time",
-    "read_definition",
-    "reap_orphans",
-    "register_runner",
-    "resolve_argv",
-    "stop_strays",
+    "stop_processes",
 ]

@@ -8,7 +8,7 @@ from typing import Any, Unpack
 from supervisor import ChildContext, ChildSpec, SpecOptions
 
 
-def function_actor(
+def function_spec(
     id: str,
     fn: Callable[..., Awaitable[Any]],
     *args: Any,

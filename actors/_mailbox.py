@@ -139,7 +139,7 @@ def _fail_pending(receive: MemoryObjectReceiveStream[_Envelope]) -> None:
     receive.close()
 
 
-def actor(
+def actor_spec(
     id: str,
     factory: Callable[[], Actor],
     *,

@@ -33,10 +33,21 @@ import anyio
 import psutil
 
 from . import _watchdog
-from ._watchdog import env_has
+from ._procfs import (
+    CHILD_LISTS,
+    MARKER,
+    Stat,
+    all_stats,
+    children,
+    descendants,
+    has_marker,
+    pidfd_open,
+    read_stat,
+    subtree,
+    wait_gone,
+)
 
 _PR_SET_CHILD_SUBREAPER: Final = 36
-MARKER: Final = "ZIGGIE_AGENT_ID"
 
 _libc: ctypes.CDLL | None = None
 _subreaper = False
@@ -59,104 +70,6 @@ def become_subreaper() -> bool:
     return _subreaper
 
 
-# -- /proc, read directly: one pass costs ~1 ms where psutil's per-process objects cost more.
-
-
-@dataclass(frozen=True, slots=True)
-class _Stat:
-    pid: int
-    ppid: int
-    pgid: int
-    zombie: bool
-
-
-def _read_stat(pid: int) -> _Stat | None:
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        data = os.read(fd, 1024)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    # The command name may contain spaces and parentheses: split after the last ')'.
-    fields = data[data.rindex(b")") + 2 :].split()
-    return _Stat(pid, int(fields[1]), int(fields[2]), fields[0] == b"Z")
-
-
-def _all_stats() -> dict[int, _Stat]:
-    stats = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _read_stat(int(name))
-            if st is not None:
-                stats[st.pid] = st
-    return stats
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of *pid*, from ``/proc/<pid>/task/<tid>/children`` (cheap, but
-    may miss a child forked at that very moment: a full scan verifies in the end)."""
-    kids: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for tid in tids:
-        try:
-            fd = os.open(f"/proc/{pid}/task/{tid}/children", os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            kids.extend(int(x) for x in os.read(fd, 1 << 16).split())
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    return kids
-
-
-#: Whether this kernel lists children in /proc (CONFIG_PROC_CHILDREN); else scan all /proc.
-_CHILD_LISTS = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-
-
-def _subtree(root: int) -> set[int]:
-    found: set[int] = set()
-    stack = [root]
-    while stack:
-        for kid in _children(stack.pop()):
-            if kid not in found:
-                found.add(kid)
-                stack.append(kid)
-    return found
-
-
-def _descendants(stats: Mapping[int, _Stat], root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for st in stats.values():
-        children.setdefault(st.ppid, []).append(st.pid)
-    found: set[int] = set()
-    stack = [root]
-    while stack:
-        for kid in children.get(stack.pop(), ()):
-            if kid not in found:
-                found.add(kid)
-                stack.append(kid)
-    return found
-
-
-def has_marker(pid: int, agent_id: str) -> bool:
-    """True if process *pid* was started with ``ZIGGIE_AGENT_ID=agent_id``."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read()
-    except OSError:
-        return False
-    return env_has(env, MARKER, agent_id)
-
-
 #: Process groups of live agents, so a sweep reads the environment only of processes that
 #: belong to no known agent group (the escapees), not of every descendant.
 _live_groups: dict[int, str] = {}
@@ -172,6 +85,8 @@ class StopReport:
     terminated: list[int] = field(default_factory=list)
     killed: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    #: Pids still alive when the stop gave up (unkillable, e.g. in uninterruptible sleep).
+    left: list[int] = field(default_factory=list)
 
 
 class ProcessTree:
@@ -205,7 +120,7 @@ class ProcessTree:
         )
         self.pid = self.popen.pid
         self.pgid = self.pid
-        self._pidfd: int | None = _pidfd_open(self.pid)
+        self._pidfd: int | None = pidfd_open(self.pid)
         _live_groups[self.pgid] = agent_id
         _watchdog.watch(self.pgid)
         self.returncode: int | None = None
@@ -234,15 +149,15 @@ class ProcessTree:
         skip.add(_watchdog.watchdog_pid() or -1)
         candidates = set()
         if self.returncode is None:  # the leader lives: it and its subtree are ours
-            candidates = _subtree(self.pid) | {self.pid}
+            candidates = subtree(self.pid) | {self.pid}
         ours = set(candidates)
-        for root in _children(os.getpid()):
+        for root in children(os.getpid()):
             if root not in skip and root != self.pid:
                 candidates.add(root)
-                candidates |= _subtree(root)
+                candidates |= subtree(root)
         found = set()
         for pid in candidates:
-            st = _read_stat(pid)
+            st = read_stat(pid)
             if st is None or st.zombie:
                 continue
             if pid in ours or st.pgid == self.pgid or has_marker(pid, self.agent_id):
@@ -252,20 +167,20 @@ class ProcessTree:
 
     def live_members(self) -> set[int]:
         """The agent's live processes, by the cheapest sound means this kernel offers."""
-        return self._quick_members() if _CHILD_LISTS else self.members()
+        return self._quick_members() if CHILD_LISTS else self.members()
 
-    def members(self, stats: Mapping[int, _Stat] | None = None) -> set[int]:
+    def members(self, stats: Mapping[int, Stat] | None = None) -> set[int]:
         """Every live process of this agent: its group, its descendants, marked escapees."""
         if stats is None:
-            stats = _all_stats()
+            stats = all_stats()
         me = os.getpid()
         tree = {pid for pid, st in stats.items() if st.pgid == self.pgid}
-        tree |= _descendants(stats, self.pid)
+        tree |= descendants(stats, self.pid)
         # Zombies are dead but ours to reap once they re-parent to us (double fork).
         _seen.update(tree)
         found = {pid for pid in tree if not stats[pid].zombie}
         others = {g for g, a in _live_groups.items() if a != self.agent_id}
-        for pid in _descendants(stats, me):
+        for pid in descendants(stats, me):
             st = stats[pid]
             if pid in found or st.zombie or st.pgid in others:
                 continue
@@ -290,7 +205,7 @@ class ProcessTree:
             if self.returncode is None:
                 # Snapshot the tree while the leader lives: its zombie children (a double
                 # fork's middle process) cannot be recognised once they re-parent to us.
-                _seen.update(_subtree(self.pid))
+                _seen.update(subtree(self.pid))
                 report.terminated.append(self.pid)
                 self._signal((self.pid,), signal.SIGTERM if grace > 0 else signal.SIGKILL)
                 with anyio.move_on_at(deadline):
@@ -308,12 +223,12 @@ class ProcessTree:
                     signalled |= fresh
                     self._signal(fresh, signal.SIGTERM)
                     with anyio.move_on_at(deadline):
-                        await _wait_gone(members)
+                        await wait_gone(members)
                 else:
                     report.killed = sorted(set(report.killed) | members)
                     self._signal(members, signal.SIGKILL)
                     with anyio.move_on_after(1.0):
-                        await _wait_gone(members)
+                        await wait_gone(members)
             await self.wait()
             reap_orphans()
         _live_groups.pop(self.pgid, None)
@@ -349,28 +264,6 @@ class ProcessTree:
         return {"cpu_seconds": round(cpu, 3), "rss_bytes": rss, "processes": count}
 
 
-def _pidfd_open(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):  # pragma: no cover - old kernels / other OSes
-        return None
-
-
-async def _wait_gone(pids: Iterable[int]) -> None:
-    """Wait until every pid has exited (a zombie counts as exited)."""
-    fds = []
-    for pid in pids:
-        fd = _pidfd_open(pid)
-        if fd is not None:
-            fds.append(fd)
-    try:
-        for fd in fds:
-            await anyio.wait_readable(fd)
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
 def reap_orphans() -> list[int]:
     """Reap our zombie children that were agents' members (subreaper duty).
 
@@ -378,12 +271,12 @@ def reap_orphans() -> list[int]:
     an agent's member (the host's own subprocesses).
     """
     me = os.getpid()
-    pids = _children(me) if _CHILD_LISTS else [st.pid for st in _all_stats().values()]
+    pids = children(me) if CHILD_LISTS else [st.pid for st in all_stats().values()]
     reaped = []
     for pid in pids:
         if pid not in _seen or pid in _live_groups:
             continue
-        st = _read_stat(pid)
+        st = read_stat(pid)
         if st is not None and st.zombie and st.ppid == me:
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(pid, os.WNOHANG)
@@ -397,58 +290,37 @@ def log_path_for(log_dir: Path, agent_id: str) -> Path:
     return log_dir / f"{agent_id}_{time.strftime('%Y%m%d_%H%M%S')}.log"
 
 
-def find_marked(agent_ids: Iterable[str]) -> dict[str, list[int]]:
-    """Live processes anywhere on the system carrying one of *agent_ids*' markers.
+#: SIGKILL rounds a stop of loose pids tries before it reports what it could not kill.
+_KILL_ROUNDS: Final = 5
 
-    For recovery: what a crashed runtime left behind is no longer our descendant.
+
+async def stop_processes(pids: Iterable[int], grace: float) -> StopReport:
+    """SIGTERM *pids*, wait up to *grace*, SIGKILL the rest; bounded, shielded.
+
+    For processes that belong to no live tree (what a crashed runtime left). Gives up
+    after a few SIGKILL rounds (an unkillable process in D state) and says so in
+    ``report.left`` instead of looping forever.
     """
-    wanted = set(agent_ids)
-    found: dict[str, list[int]] = {}
-    if not wanted:
-        return found
-    me = os.getpid()
-    for pid, st in _all_stats().items():
-        if pid == me or st.zombie:
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        for item in env.split(b"\0"):
-            if item.startswith(MARKER.encode() + b"="):
-                agent = item[len(MARKER) + 1 :].decode(errors="replace")
-                if agent in wanted:
-                    found.setdefault(agent, []).append(pid)
-                break
-    return found
-
-
-async def stop_strays(agent_ids: Iterable[str], grace: float) -> dict[str, list[int]]:
-    """SIGTERM, then SIGKILL, every process carrying these agents' markers, until none."""
-    ids = list(agent_ids)
-    found = find_marked(ids)
-    stopped = {agent: list(pids) for agent, pids in found.items()}
-    sig = signal.SIGTERM
+    report = StopReport(terminated=sorted(set(pids)))
+    t0 = time.perf_counter()
     with anyio.CancelScope(shield=True):
-        while found:
-            pids = [pid for pids in found.values() for pid in pids]
-            for pid in pids:
+        alive = set(report.terminated)
+        sig = signal.SIGTERM
+        wait = grace
+        for _ in range(_KILL_ROUNDS + 1):
+            if not alive:
+                break
+            for pid in alive:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
-            with anyio.move_on_after(grace if sig is signal.SIGTERM else 1.0):
-                await _wait_gone(pids)
-            sig = signal.SIGKILL
-            found = find_marked(ids)
-            for agent, pids in found.items():
-                stopped.setdefault(agent, []).extend(p for p in pids if p not in stopped[agent])
-        reap_orphans()
-    return stopped
-
-
-def process_start_time(pid: int) -> float | None:
-    """psutil's create time of *pid*, to tell a live agent from a reused pid."""
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
+            with anyio.move_on_after(wait):
+                await wait_gone(alive)
+            alive = {pid for pid in alive if (st := read_stat(pid)) is not None and not st.zombie}
+            if sig is signal.SIGKILL:
+                report.killed = sorted(set(report.killed) | alive)
+            elif alive:
+                report.killed = sorted(alive)
+            sig, wait = signal.SIGKILL, 1.0
+        report.left = sorted(alive)
+    report.seconds = time.perf_counter() - t0
+    return report

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import trio
 
-from actors import function_actor
+from actors import function_spec
 from bench._table import isolated, ms, table, verdict
 from supervisor import ChildContext, ChildSpec, no_events, open_runtime, supervisor_spec
 
@@ -65,7 +65,7 @@ def _tree() -> ChildSpec:
                 [
                     supervisor_spec(
                         f"l2-{i}-{j}",
-                        [function_actor(f"l3-{i}-{j}-{k}", trio.sleep_forever) for k in range(l3)],
+                        [function_spec(f"l3-{i}-{j}-{k}", trio.sleep_forever) for k in range(l3)],
                     )
                     for j in range(l2)
                 ],

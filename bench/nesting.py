@@ -9,7 +9,7 @@ import time
 import psutil
 import trio
 
-from actors import ProcessHandle, find_marked, process_spec
+from actors import ProcessHandle, marked_processes, process_spec
 from actors._watchdog import watchdog_pid
 from bench._table import ms, table, verdict
 from supervisor import Restart, no_events, open_runtime
@@ -45,7 +45,7 @@ async def one_cascade() -> tuple[float, int]:
         t0 = time.perf_counter()
         await rt.terminate("l1")
         took = time.perf_counter() - t0
-        left = sum(len(p) for p in find_marked(ids).values())
+        left = sum(1 for p in marked_processes() if p.agent_id in ids)
     return took, left
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from actors import ActorRef, actor, process_spec
+from actors import ActorRef, actor_spec, process_spec
 from supervisor import no_events, open_runtime
 
 
@@ -17,7 +17,7 @@ class Greeter:
 
 async def main() -> None:
     async with open_runtime("asyncio-app", events=no_events()) as rt:
-        await rt.start_child(actor("greeter", Greeter))
+        await rt.start_child(actor_spec("greeter", Greeter))
         greeter = ActorRef(rt, "greeter")
         print(await greeter.ask("asyncio"))
         handle = await rt.start_child(

@@ -25,15 +25,14 @@ import anyio
 from rich.console import Console
 from rich.tree import Tree
 
-from actors import find_marked
+from actors import marked_processes
 from supervisor import (
     AgentDeploymentClient,
     AgentSpec,
-    Settings,
     json_events,
     open_runtime,
 )
-from supervisor.filequeue import Coordinator, open_coordinator
+from supervisor.coordinator import Coordinator, Settings, open_coordinator
 
 console = Console(stderr=True)
 IDS = ["overwatch", "analyst-a", "scout-a", "analyst-b", "scout-b"]
@@ -83,7 +82,7 @@ def show_tree(coord: Coordinator, title: str) -> None:
     tree = Tree(f"[bold]{title}[/]")
     nodes: dict[str | None, Tree] = {None: tree}
     for agent_id in IDS:
-        d = coord.agent_detail(agent_id)
+        d = coord.service.agent_detail(agent_id)
         if d is None:
             continue
         colour = {"running": "green", "timed_out": "yellow", "failed": "red"}.get(d["state"], "dim")
@@ -141,7 +140,7 @@ async def main() -> int:
                 answer = await client.terminate_agent("overwatch", timeout=60)
                 cascade = time.monotonic() - t_term
                 show_tree(coord, f"4. terminate overwatch: {answer.status}, whole tree stopped")
-        left = find_marked(IDS)
+        left = [p.pid for p in marked_processes() if p.agent_id in IDS]
     counts: dict[str, int] = {}
     for name, _ in seen:
         counts[name] = counts.get(name, 0) + 1
@@ -150,7 +149,7 @@ async def main() -> int:
         f"{counts.get('spawned', 0)} processes spawned, {counts.get('restarted', 0)} restart, "
         f"{counts.get('timed_out', 0)} timeout, {counts.get('terminated', 0)} terminations; "
         f"cascade stop of overwatch took {cascade * 1000:.0f} ms; "
-        f"{len(seen)} events; processes left: {sum(len(p) for p in left.values())}; "
+        f"{len(seen)} events; processes left: {len(left)}; "
         f"total {time.monotonic() - t0:.1f} s"
     )
     return 1 if left else 0

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from actors import ActorRef, ProcessHandle, actor, function_actor, process_spec
+from actors import ActorRef, ProcessHandle, actor_spec, function_spec, process_spec
 from supervisor import ActorDied, Restart, json_events, open_runtime, supervisor_spec
 
 
@@ -42,8 +42,8 @@ async def main() -> None:
     tree = supervisor_spec(
         "workers",
         [
-            actor("counter", Counter),
-            function_actor("ticker", tick, 5, restart=Restart.TRANSIENT),
+            actor_spec("counter", Counter),
+            function_spec("ticker", tick, 5, restart=Restart.TRANSIENT),
             process_spec("pinger", [sys.executable, "-c", "import time; time.sleep(3600)"]),
         ],
         max_restarts=5,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import anyio
 import pytest
 
+from actors import marked_processes
 from supervisor import ChildContext, ChildSpec, EventLog, Restart, Shutdown, no_events
 
 
@@ -103,3 +104,17 @@ def real_clock_backend(request: pytest.FixtureRequest) -> str:
     anyio_backend``.
     """
     return str(request.param)
+
+
+def marked(agent_ids: Iterable[str]) -> dict[str, list[int]]:
+    """Live processes of *agent_ids* started by THIS test process's runtime (its token).
+
+    Other runtimes on the host (a live ``ziggie serve``, another test run) may run agents
+    of the same ids: never ours to count or touch.
+    """
+    wanted = set(agent_ids)
+    found: dict[str, list[int]] = {}
+    for proc in marked_processes():
+        if proc.agent_id in wanted:
+            found.setdefault(proc.agent_id, []).append(proc.pid)
+    return found

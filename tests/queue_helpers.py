@@ -17,8 +17,8 @@ from typing import Any
 import anyio
 import psutil
 
-from supervisor import Runtime, Settings, no_events, open_runtime
-from supervisor.filequeue import Coordinator, open_coordinator
+from supervisor import Runtime, no_events, open_runtime
+from supervisor.coordinator import Coordinator, Settings, open_coordinator
 
 
 @asynccontextmanager

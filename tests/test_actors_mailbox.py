@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from actors import Actor, ActorRef, actor
+from actors import Actor, ActorRef, actor_spec
 from supervisor import ActorDied, ActorNotRunning, MailboxFull, Restart, open_runtime
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +33,7 @@ def test_counter_is_an_actor() -> None:
 
 
 async def test_tell_then_ask_in_order() -> None:
-    async with open_runtime(children=[actor("c", Counter)]) as rt:
+    async with open_runtime(children=[actor_spec("c", Counter)]) as rt:
         ref = ActorRef(rt, "c")
         ref.tell_nowait(2)
         await ref.tell(3)
@@ -41,7 +41,7 @@ async def test_tell_then_ask_in_order() -> None:
 
 
 async def test_ask_a_dead_actor_fails_fast() -> None:
-    async with open_runtime(children=[actor("c", Counter, restart=Restart.TRANSIENT)]) as rt:
+    async with open_runtime(children=[actor_spec("c", Counter, restart=Restart.TRANSIENT)]) as rt:
         ref = ActorRef(rt, "c")
         await rt.root.terminate_child("c")
         with pytest.raises(ActorNotRunning):
@@ -53,7 +53,7 @@ async def test_ask_a_dead_actor_fails_fast() -> None:
 
 
 async def test_crash_during_ask_raises_actor_died_and_restart_gives_fresh_state() -> None:
-    async with open_runtime(children=[actor("c", Counter)]) as rt:
+    async with open_runtime(children=[actor_spec("c", Counter)]) as rt:
         ref = ActorRef(rt, "c")
         assert await ref.ask(10) == 10
         with pytest.raises(ActorDied):
@@ -67,7 +67,7 @@ async def test_crash_during_ask_raises_actor_died_and_restart_gives_fresh_state(
 
 
 async def test_queued_asks_fail_when_the_actor_dies() -> None:
-    async with open_runtime(children=[actor("c", Counter, restart=Restart.TEMPORARY)]) as rt:
+    async with open_runtime(children=[actor_spec("c", Counter, restart=Restart.TEMPORARY)]) as rt:
         ref = ActorRef(rt, "c")
         results: list[str] = []
 
@@ -88,14 +88,14 @@ async def test_queued_asks_fail_when_the_actor_dies() -> None:
 
 
 async def test_ask_timeout(trio_only: None) -> None:
-    async with open_runtime(children=[actor("c", Counter)]) as rt:
+    async with open_runtime(children=[actor_spec("c", Counter)]) as rt:
         with pytest.raises(TimeoutError):
             await ActorRef(rt, "c").ask("hang", timeout=2)
         assert anyio.current_time() == pytest.approx(2)
 
 
 async def test_mailbox_full() -> None:
-    async with open_runtime(children=[actor("c", Counter, mailbox_size=1)]) as rt:
+    async with open_runtime(children=[actor_spec("c", Counter, mailbox_size=1)]) as rt:
         ref = ActorRef(rt, "c")
         ref.tell_nowait("hang")  # taken by the actor, which then blocks
         await anyio.wait_all_tasks_blocked()

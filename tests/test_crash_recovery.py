@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from actors import find_marked
 from supervisor import SyncAgentDeploymentClient
 
+from .helpers import marked
 from .queue_helpers import agent_spec, drop, reap_descendants, serve_process, status_request
 
 pytestmark = pytest.mark.slow
@@ -90,7 +90,7 @@ def test_kill_9_during_a_burst_then_restart(tmp_path: Path) -> None:
     total = 3 + n_status + len(agent_ids)
     assert len(before) < total  # the crash really cut the burst
     # The crashed coordinator's watchdog took its agents down with it.
-    _wait(lambda: not find_marked(["keeper", "temp", *agent_ids]), 20, "agents to die")
+    _wait(lambda: not marked(["keeper", "temp", *agent_ids]), 20, "agents to die")
     _reap_zombie_children()
 
     with serve_process(home):
@@ -117,8 +117,8 @@ def test_kill_9_during_a_burst_then_restart(tmp_path: Path) -> None:
         # no duplicate agents: each id once, each live agent one leader process
         listed = [a["agent_id"] for a in sync.list_agents().agents or []]
         assert len(listed) == len(set(listed))
-        marked = find_marked(listed)
-        for agent, pids in marked.items():
+        found = marked(listed)
+        for agent, pids in found.items():
             leaders = [p for p in pids if os.getpgid(p) == p]
             assert len(leaders) == 1, (agent, pids)
         for agent in agent_ids:
@@ -129,7 +129,7 @@ def test_kill_9_during_a_burst_then_restart(tmp_path: Path) -> None:
         assert sync.terminate_agent("keeper").status == "terminated"
         sync.close()
     # the coordinator stopped on SIGTERM: nothing of any agent is left
-    assert find_marked(["keeper", "temp", *agent_ids]) == {}
+    assert marked(["keeper", "temp", *agent_ids]) == {}
 
 
 def test_recovery_stops_agents_a_crashed_coordinator_left_running(tmp_path: Path) -> None:
@@ -144,7 +144,7 @@ def test_recovery_stops_agents_a_crashed_coordinator_left_running(tmp_path: Path
         sync = SyncAgentDeploymentClient(home / "agent-queue")
         spec = agent_spec("stray", work, env={"DEMO_GRANDCHILD": "1", "DEMO_PACE": "0.05"})
         assert sync.deploy_agent(AgentSpec.model_validate(spec)).status == "deployed"
-        _wait(lambda: len(find_marked(["stray"]).get("stray", [])) == 2, what="grandchild")
+        _wait(lambda: len(marked(["stray"]).get("stray", [])) == 2, what="grandchild")
         watchdog = [
             p
             for p in psutil.Process(first.pid).children()
@@ -165,10 +165,10 @@ def test_recovery_stops_agents_a_crashed_coordinator_left_running(tmp_path: Path
         time.sleep(0.3)
         # Really orphaned: the silent grandchild lives on (the agent itself may die of
         # SIGPIPE at its next write, its log pipe's reader being gone).
-        left = find_marked(["stray"])["stray"]
+        left = marked(["stray"])["stray"]
         assert left
     with serve_process(home):
-        _wait(lambda: not find_marked(["stray"]), 30, "recovery to stop the strays")
+        _wait(lambda: not marked(["stray"]), 30, "recovery to stop the strays")
         with SyncAgentDeploymentClient(home / "agent-queue") as client:
             status = client.check_agent_status("stray")
         assert status.agent is not None

@@ -9,10 +9,10 @@ from typing import Any
 import anyio
 import pytest
 
-from actors import find_marked
 from supervisor import AgentDeploymentClient, AgentSpec
-from supervisor.filequeue import Coordinator
+from supervisor.coordinator import Coordinator
 
+from .helpers import marked
 from .queue_helpers import agent_spec, coordinator
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +41,7 @@ def tree_spec(work: Path, l2_timeout: int = 60) -> AgentSpec:
 
 async def _until(coord: Coordinator, agent_id: str, state: str, timeout: float = 30) -> None:
     with anyio.fail_after(timeout):
-        while (d := coord.agent_detail(agent_id)) is None or d["state"] != state:
+        while (d := coord.service.agent_detail(agent_id)) is None or d["state"] != state:
             await anyio.sleep(0.02)
 
 
@@ -71,7 +71,7 @@ async def test_three_levels_deployed_from_inside_agents(tmp_path: Path, work: Pa
         assert root["children"][0]["id"] == "l1"
         assert root["children"][0]["children"][0]["children"][0]["id"] == "l3"
         with anyio.fail_after(20):  # the L3 and the grandchild it starts
-            while len(find_marked(["l3"]).get("l3", [])) < 2:
+            while len(marked(["l3"]).get("l3", [])) < 2:
                 await anyio.sleep(0.02)
         # terminate the L1: children first, every process verified gone
         events: list[tuple[str, str]] = []
@@ -81,7 +81,7 @@ async def test_three_levels_deployed_from_inside_agents(tmp_path: Path, work: Pa
             answer = await c.terminate_agent("l1", timeout=30)
         assert answer.status == "terminated"
         assert [a for _, a in events] == ["l3", "l2", "l1"]
-        assert find_marked(["l1", "l2", "l3"]) == {}
+        assert marked(["l1", "l2", "l3"]) == {}
         for agent_id in ("l1", "l2", "l3"):
             assert (await c.check_agent_status(agent_id)).status == "terminated"
 
@@ -92,11 +92,11 @@ async def test_timeout_of_a_parent_takes_its_subtree(tmp_path: Path, work: Path)
         assert (await c.deploy_agent(tree_spec(work, l2_timeout=3))).status == "deployed"
         await _until(coord, "l3", "running")
         await _until(coord, "l2", "timed_out", timeout=15)
-        l3 = coord.agent_detail("l3")
+        l3 = coord.service.agent_detail("l3")
         assert l3 is not None
         assert l3["state"] == "terminated"  # stopped by its parent's cascade
-        assert set(find_marked(["l2", "l3"])) == set()
-        assert coord.agent_detail("l1")["state"] == "running"  # type: ignore[index]
+        assert set(marked(["l2", "l3"])) == set()
+        assert coord.service.agent_detail("l1")["state"] == "running"  # type: ignore[index]
         status = await c.check_agent_status("l2")
         assert status.agent is not None
         assert status.agent["outcome"] == "timeout"
@@ -166,8 +166,8 @@ async def test_restarted_parent_starts_with_no_children(tmp_path: Path, work: Pa
         assert "max_children" in (two.error or "")
         restarted = await c.restart_agent("p")
         assert restarted.status == "deployed"
-        assert find_marked(["c1"]) == {}  # the old incarnation's child was stopped
-        detail = coord.agent_detail("p")
+        assert marked(["c1"]) == {}  # the old incarnation's child was stopped
+        detail = coord.service.agent_detail("p")
         assert detail is not None
         assert detail["children"] == []
         assert detail["restarts"] == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from supervisor import Settings
+from supervisor.coordinator import Settings
 
 
 def test_precedence_flags_env_toml_defaults(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from actors import function_actor
+from actors import function_spec
 from supervisor import (
     AlreadyPresent,
     AlreadyStarted,
@@ -114,7 +114,7 @@ async def test_deadline_times_out_a_worker(trio_only: None) -> None:
     with recording() as (events, seen):
         async with open_runtime(events=events) as rt:
             start = anyio.current_time()
-            spec = function_actor("slow", anyio.sleep_forever, restart="temporary", timeout=7)
+            spec = function_spec("slow", anyio.sleep_forever, restart="temporary", timeout=7)
             await rt.start_child(spec)
             await anyio.wait_all_tasks_blocked()
             await anyio.sleep(10)
@@ -171,7 +171,7 @@ async def test_child_cannot_outlive_parent_deadline(trio_only: None) -> None:
 
 async def test_timeout_on_both_backends_ends_with_timeout_outcome() -> None:
     async with open_runtime() as rt:
-        spec = function_actor("t", anyio.sleep_forever, restart="temporary", timeout=0.05)
+        spec = function_spec("t", anyio.sleep_forever, restart="temporary", timeout=0.05)
         # temporary: the spec is deleted on exit, so watch the event instead of the info.
         outcomes: list[str] = []
         with rt.events.listen(lambda n, f: outcomes.append(f.get("outcome", ""))):

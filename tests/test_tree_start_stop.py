@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from actors import function_actor
+from actors import function_spec
 from supervisor import (
     IGNORE,
     ChildContext,
@@ -174,14 +174,14 @@ async def test_three_level_tree_stops_leaves_first() -> None:
     assert order == ["l3b1", "l2b", "l3a2", "l3a1", "l2a", "l1"]
 
 
-async def test_function_actor_exit_is_normal() -> None:
+async def test_function_spec_exit_is_normal() -> None:
     done = anyio.Event()
 
     async def work() -> None:
         done.set()
 
     async with open_runtime() as rt:
-        await rt.start_child(function_actor("once", work, restart="transient"))
+        await rt.start_child(function_spec("once", work, restart="transient"))
         await done.wait()
         with anyio.fail_after(5):
             while rt.info("once").outcome is None:

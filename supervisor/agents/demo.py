@@ -41,7 +41,8 @@ def _on_term(signum: int, frame: object) -> None:
 def _deploy_children(raw: str) -> None:
     import anyio
 
-    from supervisor import AgentDeploymentClient, AgentSpec
+    from supervisor.client import AgentDeploymentClient
+    from supervisor.protocol import AgentSpec
 
     specs = [AgentSpec.model_validate(item) for item in json.loads(raw)]
 
@@ -58,7 +59,7 @@ def main() -> int:
     definition_path = os.environ.get("ZIGGIE_DEFINITION")
     definition: dict[str, Any] = {}
     if definition_path:
-        from actors._agents import read_definition
+        from supervisor.protocol import read_definition
 
         definition = read_definition(Path(definition_path))
     iterations = int(os.environ.get("ZIGGIE_MAX_ITERATIONS", definition.get("max_iterations", 10)))

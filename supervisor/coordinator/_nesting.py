@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 from fnmatch import fnmatchcase
 
-from actors import AgentRefused
+from supervisor.protocol import AgentSpec
 
-from ._schemas import AgentSpec
+from ._agents import AgentRefused
 
 _NEXT = {"L1": "L2", "L2": "L3"}
 

@@ -1,4 +1,5 @@
-"""Runners turn an agent spec into an argv. They are plain callables, kept in a registry.
+"""Runners turn an agent spec into an argv. They are plain callables, named in a mapping
+that each coordinator owns (``Coordinator(..., runners=...)``), never a global.
 
 A runner never builds a shell line and never pastes the task into code: the task reaches
 the program as one argv element (claude) or through the definition file (demo).
@@ -7,10 +8,10 @@ the program as one argv element (claude) or through the definition file (demo).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from supervisor import AgentSpec
+from supervisor.protocol import AgentSpec
 
 Runner = Callable[[AgentSpec, Path], list[str]]
 """``runner(spec, definition_path) -> argv``."""
@@ -18,7 +19,7 @@ Runner = Callable[[AgentSpec, Path], list[str]]
 
 def demo_runner(spec: AgentSpec, definition: Path) -> list[str]:
     """The built-in demo agent, run unbuffered by this very interpreter."""
-    return [sys.executable, "-u", "-m", "actors.demo_agent"]
+    return [sys.executable, "-u", "-m", "supervisor.agents.demo"]
 
 
 def _directory_of(pattern: str) -> str:
@@ -46,22 +47,24 @@ def claude_runner(spec: AgentSpec, definition: Path) -> list[str]:
     return argv
 
 
-RUNNERS: dict[str, Runner] = {"demo": demo_runner, "claude": claude_runner}
+def default_runners() -> dict[str, Runner]:
+    """The built-in runners, as a fresh mapping a coordinator may extend."""
+    return {"demo": demo_runner, "claude": claude_runner}
 
 
-def register_runner(name: str, runner: Runner) -> None:
-    """Make *runner* available as ``AgentSpec.runner = name``."""
-    RUNNERS[name] = runner
-
-
-def resolve_argv(spec: AgentSpec, definition: Path, default_runner: str = "demo") -> list[str]:
+def resolve_argv(
+    spec: AgentSpec,
+    definition: Path,
+    runners: Mapping[str, Runner],
+    default_runner: str = "demo",
+) -> list[str]:
     """The exact argv: ``spec.command`` if given, else the named (or default) runner's."""
     if spec.command:
         return list(spec.command)
     name = spec.runner or default_runner
     try:
-        runner = RUNNERS[name]
+        runner = runners[name]
     except KeyError:
-        known = ", ".join(sorted(RUNNERS))
+        known = ", ".join(sorted(runners))
         raise ValueError(f"unknown runner {name!r} (known: {known})") from None
     return runner(spec, definition)

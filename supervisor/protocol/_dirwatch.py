@@ -8,7 +8,6 @@ The inotify fd is awaited with ``anyio.wait_readable``, with no thread hop (meas
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -34,7 +33,7 @@ class Watcher(Protocol):
 class InotifyWatcher:
     """Reports files closed after writing in place, or renamed in (atomic writers)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
         assert INotify is not None
         self._inotify = INotify(nonblocking=True)
         mask = _flags.CLOSE_WRITE | _flags.MOVED_TO | _flags.Q_OVERFLOW
@@ -56,7 +55,7 @@ class InotifyWatcher:
 class PollingWatcher:
     """The fallback: compares directory listings every *interval* seconds."""
 
-    def __init__(self, directory: Path, interval: float = 0.05) -> None:
+    def __init__(self, directory: str | os.PathLike[str], interval: float = 0.05) -> None:
         self._dir = directory
         self._interval = interval
         self._known = set(os.listdir(directory))
@@ -73,7 +72,7 @@ class PollingWatcher:
         pass
 
 
-def watch_directory(directory: Path, *, polling: bool = False) -> Watcher:
+def watch_directory(directory: str | os.PathLike[str], *, polling: bool = False) -> Watcher:
     """The best watcher this system offers for *directory*."""
     if not polling and INotify is not None:
         try:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor import AgentSpec, ChildSpec, Restart, Shutdown, ZiggieError, write_atomic
+from actors import log_path_for, process_spec
+from supervisor import ChildSpec, Restart, Shutdown, ZiggieError
+from supervisor.protocol import DIRECTORIES, AgentSpec, definition_text, write_atomic
 
-from ._process import process_spec
-from ._proctree import log_path_for
-from ._runners import resolve_argv
+from ._runners import Runner, resolve_argv
 
 
 class AgentRefused(ZiggieError, ValueError):
@@ -38,7 +38,7 @@ class AgentHome:
         return self.root / ".claude" / "agents"
 
     def ensure(self) -> AgentHome:
-        for sub in ("requests", "processing", "responses", "archive"):
+        for sub in DIRECTORIES:
             _mkdir(self.queue / sub)
         _mkdir(self.logs)
         _mkdir(self.definitions)
@@ -52,72 +52,6 @@ class AgentHome:
 def _mkdir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
-
-
-def _q(value: object) -> str:
-    # JSON scalars are valid YAML flow scalars: a newline in a name stays inside its quotes.
-    return json.dumps(value, ensure_ascii=False)
-
-
-def definition_text(spec: AgentSpec, parent_id: str | None) -> str:
-    """The seed's agent definition: YAML front matter (every value quoted), then Markdown."""
-    perms = spec.context.permissions
-    front = {
-        "id": spec.id,
-        "name": spec.name,
-        "role": spec.role,
-        "level": spec.level,
-        "parent": parent_id,
-        "tools": spec.tools,
-        "max_iterations": spec.max_iterations,
-        "timeout": spec.timeout_seconds,
-        "working_directory": spec.context.working_directory,
-        "task": spec.task,
-    }
-    lines = ["---", *(f"{key}: {_q(value)}" for key, value in front.items()), "---", ""]
-
-    def bullets(items: list[str]) -> str:
-        return "\n".join(f"- {item}" for item in items) or "- (none)"
-
-    lines += [
-        f"# {spec.name}",
-        "",
-        "## Role",
-        spec.role,
-        "",
-        "## Task",
-        spec.task,
-        "",
-        "## Context",
-        f"- Working Directory: {spec.context.working_directory}",
-        f"- Knowledge Base: {spec.context.knowledge_base or 'N/A'}",
-        "",
-        "## Permissions",
-        "### Read Access",
-        bullets(perms.read),
-        "",
-        "### Write Access",
-        bullets(perms.write),
-        "",
-        "### Execute Access",
-        bullets(perms.execute),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def read_definition(path: Path) -> dict[str, object]:
-    """Parse the front matter written by :func:`definition_text`."""
-    values: dict[str, object] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or lines[0] != "---":
-        raise ValueError(f"{path}: no front matter")
-    for line in lines[1:]:
-        if line == "---":
-            return values
-        key, _, raw = line.partition(": ")
-        values[key] = json.loads(raw)
-    raise ValueError(f"{path}: unterminated front matter")
 
 
 def program_allowed(program: str, allowed: list[str]) -> bool:
@@ -143,6 +77,7 @@ def check_deployable(spec: AgentSpec, argv: list[str]) -> None:
 def agent_child_spec(
     spec: AgentSpec,
     home: AgentHome,
+    runners: Mapping[str, Runner],
     *,
     parent_id: str | None = None,
     default_runner: str = "demo",
@@ -153,7 +88,7 @@ def agent_child_spec(
 ) -> ChildSpec:
     """Validate *spec*, write its definition file, and return the child spec that runs it."""
     definition = home.definitions / f"{spec.id}.md"
-    argv = resolve_argv(spec, definition, default_runner)
+    argv = resolve_argv(spec, definition, runners, default_runner)
     check_deployable(spec, argv)
     write_atomic(definition, definition_text(spec, parent_id))
     env = {

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._ids import validate_id
+from supervisor._ids import validate_id
 
 PROTOCOL_VERSION = "1.0"
 
@@ -57,6 +57,20 @@ Level = Literal["L1", "L2", "L3"]
 RestartType = Literal["permanent", "transient", "temporary"]
 Action = Literal["deploy_agent", "status_check", "terminate_agent", "list_agents", "restart_agent"]
 Status = Literal["deployed", "failed", "running", "completed", "terminated", "submitted"]
+
+
+#: Machine-readable failure reasons: a caller decides on these, never on message text.
+ErrorCode = Literal[
+    "not_found",  # no such agent
+    "not_running",  # the agent exists but runs no more
+    "refused",  # the spec or the request breaks a rule (named in ``error``)
+    "conflict",  # the id is taken
+    "start_failed",  # the agent's process could not start
+    "invalid_request",  # the request file could not be read as a request
+    "timeout",  # no answer in time (client side)
+    "no_coordinator",  # nothing serves the queue (client side)
+    "internal",  # a bug: logged with the request id
+]
 
 
 class _Model(BaseModel):
@@ -172,3 +186,6 @@ class DeploymentResponse(_Model):
     # -- additions --
     agent: dict[str, Any] | None = Field(default=None, description="Status detail")
     agents: list[dict[str, Any]] | None = Field(default=None, description="list_agents")
+    code: ErrorCode | None = Field(
+        default=None, description="Why a request failed, for programs (not in the seed)"
+    )

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._states import LIVE_STATES
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     request_id  TEXT PRIMARY KEY,
@@ -44,9 +46,6 @@ CREATE TABLE IF NOT EXISTS agents (
 );
 CREATE INDEX IF NOT EXISTS agents_by_parent ON agents (parent_id);
 """
-
-#: Agent states that mean "a process may still be running".
-LIVE_STATES = ("starting", "running")
 
 
 class Journal:
@@ -97,9 +96,6 @@ class Journal:
                answered_at) VALUES (?, ?, ?, ?, ?)""",
             (request_id, action, now, response_json, now),
         )
-
-    def count_requests(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
 
     # -- agents ----------------------------------------------------------------------
 

@@ -19,9 +19,15 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from pydantic import ValidationError
 
-from ._dirwatch import RESCAN, Watcher, watch_directory
-from ._fileio import write_atomic
-from ._schemas import AgentSpec, DeploymentRequest, DeploymentResponse
+from supervisor.protocol import (
+    RESCAN,
+    AgentSpec,
+    DeploymentRequest,
+    DeploymentResponse,
+    Watcher,
+    watch_directory,
+    write_atomic,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")

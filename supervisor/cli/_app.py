@@ -7,13 +7,10 @@ Exit codes: 0 success; 1 the coordinator answered ``failed``; 2 bad usage or inp
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -24,11 +21,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.tree import Tree
 
-from ._client import AgentDeploymentClient
-from ._events import json_events
-from ._runtime import open_runtime
-from ._schemas import AgentSpec, DeploymentResponse
-from ._settings import Settings
+from supervisor.client import AgentDeploymentClient
+from supervisor.coordinator import CoordinatorRunning, Settings, coordinator_running, serve_home
+from supervisor.protocol import AgentSpec, DeploymentResponse
 
 app = typer.Typer(
     name="ziggie",
@@ -60,36 +55,12 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-@contextlib.contextmanager
-def _coordinator_lock(home: Path) -> Iterator[bool]:
-    """Yield True if we hold the home's coordinator lock (so no coordinator runs)."""
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(home / "coordinator.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
 def _require_coordinator(home: Path) -> None:
-    if not (home / "coordinator.lock").exists():
-        _fail(f"no coordinator is running at {home} (start one: ziggie serve --home {home})", 3)
-    with _coordinator_lock(home) as free:
-        if free:
-            _fail(
-                f"no coordinator is running at {home} (start one: ziggie serve --home {home})",
-                NOT_RUNNING,
-            )
+    if not coordinator_running(home):
+        _fail(
+            f"no coordinator is running at {home} (start one: ziggie serve --home {home})",
+            NOT_RUNNING,
+        )
 
 
 def _call(home: Path, method: str, *args: Any, timeout: float) -> DeploymentResponse:
@@ -119,7 +90,7 @@ def _finish(response: DeploymentResponse, as_json: bool) -> None:
         if response.error:
             out.print(f"  error: {response.error}")
     if response.status == "failed":
-        raise typer.Exit(NOT_FOUND if response.message == "Agent not found" else 1)
+        raise typer.Exit(NOT_FOUND if response.code == "not_found" else 1)
 
 
 # -- serve -----------------------------------------------------------------------------
@@ -145,29 +116,10 @@ def serve(
         )
     except (ValidationError, FileNotFoundError) as exc:
         _fail(str(exc), 2)
-    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with _coordinator_lock(settings.home) as mine:
-        if not mine:
-            _fail(f"a coordinator is already running at {settings.home}", 1)
-        anyio.run(_serve, settings, quiet, backend="trio")
-
-
-async def _serve(settings: Settings, quiet: bool) -> None:
-    from .filequeue import Coordinator  # the front-end: only the serving command needs it
-
-    events_file = settings.home / "events.jsonl"
-    events = json_events(events_file) if quiet else json_events(sys.stderr, events_file)
-    async with open_runtime("ziggie", events=events) as rt:
-        coordinator = Coordinator(rt, settings)
-        async with anyio.create_task_group() as tg:
-            await tg.start(coordinator.serve)
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    events.emit("shutdown_requested", signal=signal.Signals(signum).name)
-                    tg.cancel_scope.cancel()
-                    break
-    # Leaving open_runtime stopped every agent, children first, verified empty.
-    events.emit("coordinator_stopped")
+    try:
+        serve_home(settings, quiet=quiet)
+    except CoordinatorRunning as exc:
+        _fail(str(exc), 1)
 
 
 # -- requests --------------------------------------------------------------------------
@@ -360,7 +312,7 @@ def logs(
 ) -> None:
     """Print an agent's output log."""
     response = _call(_home(home), "check_agent_status", agent_id, timeout=10)
-    if response.status == "failed" and response.message == "Agent not found":
+    if response.code == "not_found":
         _fail(f"no agent {agent_id!r}", NOT_FOUND)
     if not response.output_log or not Path(response.output_log).exists():
         _fail(f"agent {agent_id!r} has no log yet", 1)

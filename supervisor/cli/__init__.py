@@ -1,0 +1,8 @@
+"""``ziggie``, the command line: argument parsing and printing, nothing more.
+
+Serving lives in :mod:`supervisor.coordinator`; every other command is a client call.
+"""
+
+from ._app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,5 @@
+"""``python -m supervisor.cli``: the same as the ``ziggie`` command."""
+
+from ._app import main
+
+main()

@@ -1,0 +1,48 @@
+"""The coordinator: ONE service over a runtime, and its thin transports beside it.
+
+- :class:`AgentService`: deploy / status / terminate / restart / list / tree as plain
+  async methods on the seed's wire models; the journal, nesting rules, spec -> process.
+- :class:`FileQueue`: the seed's file-queue transport over that service.
+- :func:`open_coordinator` (embedded) and :func:`serve_home` (``ziggie serve``) put them
+  together with recovery.
+
+Built on the kernel's public API, :mod:`actors`, :mod:`supervisor.protocol`.
+"""
+
+from ._agents import AgentHome, AgentRefused
+from ._filequeue import BadRequest, FileQueue
+from ._journal import Journal
+from ._runners import Runner, claude_runner, default_runners, demo_runner
+from ._serve import (
+    Coordinator,
+    CoordinatorRunning,
+    coordinator_running,
+    home_lock,
+    open_coordinator,
+    serve_home,
+)
+from ._service import AgentService, Answer
+from ._settings import Settings
+from ._states import AgentState
+
+__all__ = [
+    "AgentHome",
+    "AgentRefused",
+    "AgentService",
+    "AgentState",
+    "Answer",
+    "BadRequest",
+    "Coordinator",
+    "CoordinatorRunning",
+    "FileQueue",
+    "Journal",
+    "Runner",
+    "Settings",
+    "claude_runner",
+    "coordinator_running",
+    "default_runners",
+    "demo_runner",
+    "home_lock",
+    "open_coordinator",
+    "serve_home",
+]

@@ -1,0 +1,213 @@
+"""The file-queue transport: the seed's protocol over the coordinator service.
+
+A request file ``requests/<id>.request.json`` is claimed by an atomic rename into
+``processing/``, handed to the service, answered atomically in
+``responses/<id>.response.json`` (or ``<id>.error.json`` when it cannot even be read as a
+request), then archived to ``archive/<YYYY-MM-DD>/``. The service records every answer
+before this transport writes its file, so a crash in between re-sends the same answer.
+On start-up, requests left in ``processing/`` or ``requests/`` are finished.
+
+Only transport here: no agent logic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import stat
+import time
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from pydantic import ValidationError
+
+from supervisor import is_valid_id
+from supervisor.protocol import (
+    PROCESSING,
+    REQUEST_SUFFIX,
+    REQUESTS,
+    RESCAN,
+    RESPONSES,
+    DeploymentRequest,
+    error_name,
+    response_name,
+    watch_directory,
+    write_atomic,
+)
+
+from ._service import AgentService
+
+
+class BadRequest(Exception):
+    """A request file that cannot be read as a valid request; answered with an error file."""
+
+
+class FileQueue:
+    """Serves ``<home>/agent-queue`` with the agents of *service*."""
+
+    def __init__(self, service: AgentService) -> None:
+        self.service = service
+        self.events = service.rt.events
+        self.queue = service.home.queue
+        self.max_bytes = service.settings.max_request_bytes
+        self._inflight: set[str] = set()
+        self._tg: TaskGroup | None = None
+        # Plain strings for the per-request hot path (pathlib costs more than the syscalls).
+        self._requests_dir = str(self.queue / REQUESTS)
+        self._responses_dir = str(self.queue / RESPONSES)
+        self._processing_dir = str(self.queue / PROCESSING)
+        self._archive_day = ""
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Finish what was queued, then answer requests until cancelled."""
+        watcher = watch_directory(self._requests_dir, polling=self.service.settings.polling)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._scan(self._processing_dir)
+                self._scan(self._requests_dir)
+                task_status.started()
+                while True:
+                    names = await watcher.wait()
+                    if RESCAN in names:
+                        self._scan(self._requests_dir)
+                    for name in names:
+                        self._dispatch(self._requests_dir, name)
+        finally:
+            watcher.close()
+
+    def _scan(self, directory: str) -> None:
+        for name in sorted(os.listdir(directory)):
+            self._dispatch(directory, name)
+
+    def _dispatch(self, directory: str, name: str) -> None:
+        # Temp and hidden files are a writer's business until they are renamed in.
+        if not name.endswith(REQUEST_SUFFIX) or name.startswith(".") or name in self._inflight:
+            return
+        assert self._tg is not None
+        self._inflight.add(name)
+        self._tg.start_soon(self._handle_file, directory, name)
+
+    async def _handle_file(self, directory: str, name: str) -> None:
+        try:
+            claimed = f"{self._processing_dir}/{name}"
+            if directory != self._processing_dir:
+                try:
+                    os.rename(f"{directory}/{name}", claimed)  # the atomic claim
+                except FileNotFoundError:
+                    return  # already claimed
+            await self._process(claimed, name)
+        finally:
+            self._inflight.discard(name)
+
+    async def _process(self, path: str, name: str) -> None:
+        file_id = name[: -len(REQUEST_SUFFIX)]
+        t0 = time.perf_counter()
+        try:
+            request = self._load(path, file_id)
+        except BadRequest as exc:
+            self._answer_error(file_id, name, str(exc))
+            self._archive(path, name)
+            return
+        answer = await self.service.handle(request)
+        write_atomic(f"{self._responses_dir}/{response_name(request.request_id)}", answer.body)
+        self._archive(path, name)
+        if answer.response is not None:
+            self.events.emit(
+                "response_written",
+                request_id=request.request_id,
+                action=request.action,
+                status=answer.response.status,
+                agent_id=answer.response.agent_id,
+                ms=round((time.perf_counter() - t0) * 1000, 3),
+            )
+
+    def _load(self, path: str, file_id: str) -> DeploymentRequest:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError as exc:
+            raise BadRequest("request file vanished") from exc
+        if not stat.S_ISREG(info.st_mode):
+            kind = "symlink" if stat.S_ISLNK(info.st_mode) else "directory or special file"
+            raise BadRequest(f"not a regular file ({kind}); request files must be plain files")
+        cap = self.max_bytes
+        if info.st_size > cap:
+            raise BadRequest(f"request file is {info.st_size} bytes; the limit is {cap}")
+        with open(path, "rb") as f:
+            raw = f.read(cap + 1)
+        if len(raw) > cap:
+            raise BadRequest(f"request file exceeds the limit of {cap} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(
+                f"request file is not UTF-8: {exc.reason} at byte {exc.start}"
+            ) from exc
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(
+                f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            ) from exc
+        if not isinstance(data, dict):
+            raise BadRequest("invalid request: the JSON document must be an object")
+        try:
+            request = DeploymentRequest.model_validate(data)
+        except ValidationError as exc:
+            raise BadRequest(f"invalid request: {validation_summary(exc)}") from exc
+        if request.request_id != file_id:
+            raise BadRequest(
+                f"request_id {request.request_id!r} does not match the file name {file_id!r}"
+            )
+        return request
+
+    def _answer_error(self, file_id: str, name: str, error: str) -> None:
+        # The error file is named from the file name, so the seed's client finds it; a name
+        # that is not a safe id gets a digest instead, never a path of its choosing.
+        safe = file_id if is_valid_id(file_id) else "invalid-" + _digest(name)
+        write_atomic(
+            f"{self._responses_dir}/{error_name(safe)}",
+            json.dumps(
+                {
+                    "version": "1.0",
+                    "request_id": safe,
+                    "status": "failed",
+                    "error": error,
+                    "code": "invalid_request",
+                    "original_file": name,
+                    "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+                },
+                indent=2,
+            ),
+        )
+        self.events.emit("request_rejected", request_id=safe, file=name, error=error)
+
+    def _archive(self, path: str, name: str) -> None:
+        today = datetime.date.today().isoformat()
+        day = f"{self.queue}/archive/{today}"
+        if self._archive_day != today:
+            os.makedirs(day, mode=0o700, exist_ok=True)
+            self._archive_day = today
+        target = f"{day}/{name}"
+        n = 1
+        while os.path.lexists(target):  # a resubmitted id: keep both
+            target = f"{day}/{name}.{n}"
+            n += 1
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path, target)
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """The first few validation errors, each as ``field.path: message``."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
+    return "; ".join(parts)
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]

@@ -1,0 +1,144 @@
+"""A coordinator: the service, recovery, and its transports, in a program or as ``serve``.
+
+``open_coordinator`` is the embedded form (inside your own runtime); :func:`serve_home`
+is what ``ziggie serve`` runs: the home's lock, a runtime, the coordinator, and a clean
+stop on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from anyio.abc import TaskStatus
+
+from supervisor import Runtime, ZiggieError, json_events, open_runtime
+
+from ._filequeue import FileQueue
+from ._recovery import recover_agents
+from ._runners import Runner
+from ._service import AgentService
+from ._settings import Settings
+
+#: The file a running coordinator holds locked (flock) for as long as it serves.
+LOCK_NAME = "coordinator.lock"
+
+
+class CoordinatorRunning(ZiggieError):
+    """Another coordinator already serves this home."""
+
+
+class Coordinator:
+    """One home's service with its transports (today: the file queue)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: Settings,
+        *,
+        runners: Mapping[str, Runner] | None = None,
+    ) -> None:
+        self.service = AgentService(runtime, settings, runners=runners)
+        self.filequeue = FileQueue(self.service)
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Recover, then serve every transport until cancelled."""
+        service = self.service
+        try:
+            with service.rt.events.listen(service.on_event):
+                await recover_agents(service)
+                async with anyio.create_task_group() as tg:
+                    await tg.start(self.filequeue.serve)
+                    service.rt.events.emit("coordinator_ready", home=str(service.home.root))
+                    task_status.started()
+        finally:
+            service.close()
+
+
+@asynccontextmanager
+async def open_coordinator(
+    runtime: Runtime,
+    settings: Settings,
+    *,
+    runners: Mapping[str, Runner] | None = None,
+) -> AsyncIterator[Coordinator]:
+    """Serve a home from inside a program (the embedded default), as a block.
+
+    ::
+
+        async with open_runtime() as rt, open_coordinator(rt, Settings(home=h)) as coord:
+            ...  # agents (and their sub-agents) deploy through h/agent-queue
+    """
+    coord = Coordinator(runtime, settings, runners=runners)
+    async with anyio.create_task_group() as tg:
+        await tg.start(coord.serve)
+        try:
+            yield coord
+        finally:
+            tg.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def home_lock(home: Path) -> Iterator[bool]:
+    """Yield True if we now hold *home*'s coordinator lock (so no coordinator runs there).
+
+    The lock file holds the holder's pid; the lock itself dies with the process.
+    """
+    fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def coordinator_running(home: Path) -> bool:
+    """True if a coordinator serves *home* now (it holds the lock). Creates nothing."""
+    if not (home / LOCK_NAME).exists():
+        return False
+    with home_lock(home) as free:
+        return not free
+
+
+def serve_home(settings: Settings, *, quiet: bool = False) -> None:
+    """Serve *settings.home* in the foreground until SIGINT or SIGTERM (``ziggie serve``).
+
+    Raises :class:`CoordinatorRunning` if another coordinator holds the home.
+    """
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with home_lock(settings.home) as mine:
+        if not mine:
+            raise CoordinatorRunning(f"a coordinator is already running at {settings.home}")
+        anyio.run(_serve, settings, quiet, backend="trio")
+
+
+async def _serve(settings: Settings, quiet: bool) -> None:
+    events_file = settings.home / "events.jsonl"
+    events = json_events(events_file) if quiet else json_events(sys.stderr, events_file)
+    async with open_runtime("ziggie", events=events) as rt:
+        coordinator = Coordinator(rt, settings)
+        async with anyio.create_task_group() as tg:
+            await tg.start(coordinator.serve)
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    events.emit("shutdown_requested", signal=signal.Signals(signum).name)
+                    tg.cancel_scope.cancel()
+                    break
+    # Leaving open_runtime stopped every agent, children first, verified empty.
+    events.emit("coordinator_stopped")

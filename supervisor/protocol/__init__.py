@@ -1,0 +1,64 @@
+"""The seed's file-queue protocol: its wire models (``version: "1.0"``) and its layout.
+
+Both ends use this package: the client and the coordinator. It imports only the kernel's
+id rules (from their module, not the package face, which re-exports this package).
+"""
+
+from ._definition import definition_text, read_definition
+from ._dirwatch import RESCAN, Watcher, watch_directory
+from ._fileio import write_atomic
+from ._queue import (
+    ARCHIVE,
+    DIRECTORIES,
+    ERROR_SUFFIX,
+    PROCESSING,
+    REQUEST_SUFFIX,
+    REQUESTS,
+    RESPONSE_SUFFIX,
+    RESPONSES,
+    error_name,
+    request_name,
+    response_name,
+)
+from ._schemas import (
+    PROTOCOL_VERSION,
+    Action,
+    AgentContext,
+    AgentPermissions,
+    AgentSpec,
+    DeploymentRequest,
+    DeploymentResponse,
+    ErrorCode,
+    Level,
+    Status,
+)
+
+__all__ = [
+    "ARCHIVE",
+    "DIRECTORIES",
+    "ERROR_SUFFIX",
+    "PROCESSING",
+    "PROTOCOL_VERSION",
+    "REQUESTS",
+    "REQUEST_SUFFIX",
+    "RESCAN",
+    "RESPONSES",
+    "RESPONSE_SUFFIX",
+    "Action",
+    "AgentContext",
+    "AgentPermissions",
+    "AgentSpec",
+    "DeploymentRequest",
+    "DeploymentResponse",
+    "ErrorCode",
+    "Level",
+    "Status",
+    "Watcher",
+    "definition_text",
+    "error_name",
+    "read_definition",
+    "request_name",
+    "response_name",
+    "watch_directory",
+    "write_atomic",
+]
