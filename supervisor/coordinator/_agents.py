@@ -84,7 +84,7 @@ def agent_child_spec(
     default_restart: Restart = Restart.TEMPORARY,
     log_max_bytes: int = 10 * 2**20,
     nested: bool = True,
-    api_url: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> ChildSpec:
     """Validate *spec*, write its definition file, and return the child spec that runs it."""
     definition = home.definitions / f"{spec.id}.md"
@@ -101,11 +101,12 @@ def agent_child_spec(
         "ZIGGIE_MAX_ITERATIONS": str(spec.max_iterations),
         "PYTHONUNBUFFERED": "1",
     }
-    env.pop("ZIGGIE_PARENT_ID", None)
+    # Never inherited from the coordinator's own environment: set here or not at all.
+    for name in ("ZIGGIE_PARENT_ID", "ZIGGIE_URL", "ZIGGIE_AGENT_TOKEN"):
+        env.pop(name, None)
     if parent_id is not None:
         env["ZIGGIE_PARENT_ID"] = parent_id
-    if api_url is not None:
-        env["ZIGGIE_API_URL"] = api_url
+    env.update(extra_env or {})
     return process_spec(
         spec.id,
         argv,

@@ -15,11 +15,15 @@ import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
 
 from supervisor import Runtime, ZiggieError, json_events, open_runtime
+
+if TYPE_CHECKING:
+    from ._http import HttpTransport
 
 from ._filequeue import FileQueue
 from ._recovery import recover_agents
@@ -35,6 +39,10 @@ class CoordinatorRunning(ZiggieError):
     """Another coordinator already serves this home."""
 
 
+class HttpUnavailable(ZiggieError):
+    """``http`` was asked for, but the optional HTTP extra is not installed."""
+
+
 class Coordinator:
     """One home's service with its transports (today: the file queue)."""
 
@@ -47,6 +55,22 @@ class Coordinator:
     ) -> None:
         self.service = AgentService(runtime, settings, runners=runners)
         self.filequeue = FileQueue(self.service)
+        self.http: HttpTransport | None = None
+        if settings.http is not None:
+            try:
+                from ._http import HttpTransport
+            except ImportError as exc:  # the optional extra is missing
+                raise HttpUnavailable(
+                    "the HTTP API needs the 'http' extra: pip install 'ziggie[http]'"
+                    f" ({exc.name} is missing)"
+                ) from exc
+            self.http = HttpTransport(self.service, settings.http, public=settings.http_public)
+            self.service.agent_env.append(self.http.agent_env)
+
+    @property
+    def url(self) -> str | None:
+        """The API's URL once it serves (None without ``http``)."""
+        return self.http.url if self.http is not None and self.http.url else None
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Recover, then serve every transport until cancelled."""
@@ -55,8 +79,12 @@ class Coordinator:
             with service.rt.events.listen(service.on_event):
                 await recover_agents(service)
                 async with anyio.create_task_group() as tg:
+                    if self.http is not None:
+                        await tg.start(self.http.serve)
                     await tg.start(self.filequeue.serve)
-                    service.rt.events.emit("coordinator_ready", home=str(service.home.root))
+                    service.rt.events.emit(
+                        "coordinator_ready", home=str(service.home.root), url=self.url
+                    )
                     task_status.started()
         finally:
             service.close()

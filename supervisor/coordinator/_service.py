@@ -9,7 +9,7 @@ them, gets the recorded answer and is never executed twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,8 @@ class AgentService:
         self.journal = Journal(self.home.root / "journal.sqlite3")
         self.runners = dict(runners) if runners is not None else default_runners()
         self._deploys = anyio.CapacityLimiter(settings.concurrency)
+        #: Transports add environment for each deployed agent (the API: its URL and token).
+        self.agent_env: list[Callable[[AgentSpec], Mapping[str, str]]] = []
 
     def close(self) -> None:
         self.journal.close()
@@ -272,6 +274,7 @@ class AgentService:
             parent_id=parent_id,
             default_runner=self.settings.default_runner,
             log_max_bytes=self.settings.log_max_bytes,
+            extra_env={k: v for provide in self.agent_env for k, v in provide(spec).items()},
         )
         self.journal.add_agent(
             spec.id,

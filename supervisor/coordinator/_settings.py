@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     log_max_bytes: int = Field(default=10 * 2**20, ge=1024, description="Agent log cap")
     polling: bool = Field(default=False, description="Poll instead of inotify")
     recovery_grace: float = Field(default=2.0, ge=0, description="Grace for stray processes")
+    # -- the HTTP API (issue 12) --
+    http: str | None = Field(default=None, description="Serve the REST API at HOST:PORT")
+    http_public: bool = Field(default=False, description="Allow a non-loopback --http")
+    http_max_body: int = Field(default=2**20, ge=1024, description="Request body cap (bytes)")
+    http_read_timeout: float = Field(default=30.0, ge=0, description="Idle read cut-off (s)")
+    event_retention: int = Field(default=100_000, ge=100, description="Events kept for resume")
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,458 @@
+"""The REST API: a thin transport over :class:`AgentService` (Starlette routes).
+
+Every route but ``GET /v1/health`` needs ``Authorization: Bearer <token>``: the operator's
+token may do anything; an agent's token only acts on its own subtree (deploy under
+itself, status/terminate/restart of itself and its descendants), anything else is 403.
+A ``Host`` that is not ours gets 421 (DNS rebinding). Errors are RFC 9457
+``application/problem+json`` naming the field. No route changes state on GET.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from supervisor import __version__
+from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse
+
+from .._service import AgentService
+from ._auth import Principal, Tokens
+from ._metrics import CONTENT_TYPE, Metrics
+from ._openapi import openapi_document
+from ._stream import EventHub, parse_last_event_id
+
+JSON: Final = "application/json"
+PROBLEM: Final = "application/problem+json"
+#: The HTTP status for each refusal code of the service.
+_STATUS_OF_CODE: Final = {
+    "not_found": 404,
+    "not_running": 409,
+    "conflict": 409,
+    "refused": 422,
+    "start_failed": 422,
+    "internal": 500,
+}
+_MAX_TAIL: Final = 10_000
+_GATE_HEADERS: Final = frozenset({b"host", b"authorization", b"content-length"})
+
+
+class DeployBody(BaseModel):
+    """``POST /v1/agents``: a spec, and where in the tree it goes."""
+
+    agent_spec: AgentSpec
+    parent_agent: str | None = Field(
+        default=None, description="The parent agent's id; default: top level (operator) or self"
+    )
+    request_id: str | None = Field(
+        default=None, description="Makes the deploy idempotent: a repeat gets the same answer"
+    )
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    field: str | None = Field(default=None, description="The offending field, when there is one")
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, title: str, detail: str | None = None, field: str | None = None
+    ):
+        super().__init__(detail or title)
+        self.problem = Problem(title=title, status=status, detail=detail, field=field)
+
+
+def problem(
+    status: int, title: str, detail: str | None = None, field: str | None = None
+) -> Response:
+    body = Problem(title=title, status=status, detail=detail, field=field)
+    return Response(body.model_dump_json(exclude_none=True), status, media_type=PROBLEM)
+
+
+def _validation_problem(exc: ValidationError, status: int = 422) -> Response:
+    err = exc.errors()[0]
+    field = ".".join(str(x) for x in err["loc"]) or None
+    detail = "; ".join(
+        (".".join(str(x) for x in e["loc"]) + ": " if e["loc"] else "") + str(e["msg"])
+        for e in exc.errors()[:5]
+    )
+    return problem(status, "Invalid input", detail, field)
+
+
+def _answer(response: DeploymentResponse, ok: int = 200, body: str | None = None) -> Response:
+    status = ok if response.status != "failed" else _STATUS_OF_CODE.get(response.code or "", 422)
+    return Response(body or response.model_dump_json(), status, media_type=JSON)
+
+
+class Api:
+    """The routes, bound to one service."""
+
+    def __init__(
+        self, service: AgentService, tokens: Tokens, hub: EventHub, metrics: Metrics
+    ) -> None:
+        self.service = service
+        self.tokens = tokens
+        self.hub = hub
+        self.metrics = metrics
+        self.openapi = json.dumps(openapi_document()).encode()
+
+    # -- authorization ---------------------------------------------------------------
+
+    def in_subtree(self, root: str, agent_id: str) -> bool:
+        """True if *agent_id* is *root* or one of its descendants (by the journal)."""
+        seen = 0
+        current: str | None = agent_id
+        while current is not None and seen < 64:
+            if current == root:
+                return True
+            row = self.service.journal.agent(current)
+            current = None if row is None else row["parent_id"]
+            seen += 1
+        return False
+
+    def _live(self, who: Principal) -> None:
+        # An agent's token dies with its agent: only a live agent may act.
+        assert who.agent_id is not None
+        rt = self.service.rt
+        if who.agent_id not in rt or str(rt.info(who.agent_id).state) == "stopped":
+            raise ApiError(403, "Forbidden", f"agent {who.agent_id!r} is not running")
+
+    def authorize(self, who: Principal, request: DeploymentRequest) -> None:
+        """Refuse what an agent's token may not do (the operator may do anything)."""
+        if who.operator:
+            return
+        assert who.agent_id is not None
+        self._live(who)
+        if request.action == "deploy_agent":
+            if not self.in_subtree(who.agent_id, request.parent_agent):
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f"agent {who.agent_id!r} may deploy only under itself or its descendants",
+                    "parent_agent",
+                )
+        elif request.action == "list_agents":
+            raise ApiError(403, "Forbidden", "listing all agents needs the operator token")
+        else:
+            target = request.target_agent_id
+            assert target is not None
+            if not self.in_subtree(who.agent_id, target):
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f"agent {who.agent_id!r} may act only on itself and its descendants",
+                    "target_agent_id",
+                )
+
+    def operator_only(self, who: Principal) -> None:
+        if not who.operator:
+            raise ApiError(403, "Forbidden", "this route needs the operator token")
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @staticmethod
+    def who(request: Request) -> Principal:
+        principal: Principal = request.scope["ziggie.principal"]
+        return principal
+
+    @staticmethod
+    async def json_body(request: Request) -> Any:
+        raw = await request.body()
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "Malformed JSON", str(exc)) from exc
+
+    def target(self, who: Principal, action: str, agent_id: str) -> DeploymentRequest:
+        try:
+            request = DeploymentRequest(
+                parent_agent=who.agent_id or "api",
+                action=action,  # type: ignore[arg-type]
+                target_agent_id=agent_id,
+            )
+        except ValidationError as exc:
+            raise ApiError(422, "Invalid agent id", str(exc.errors()[0]["msg"]), "id") from exc
+        self.authorize(who, request)
+        return request
+
+    # -- routes ----------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return Response(json.dumps({"status": "ok", "version": __version__}), media_type=JSON)
+
+    async def post_request(self, request: Request) -> Response:
+        data = await self.json_body(request)
+        try:
+            wire = DeploymentRequest.model_validate(data)
+        except ValidationError as exc:
+            return _validation_problem(exc)
+        self.authorize(self.who(request), wire)
+        answer = await self.service.handle(wire)
+        return Response(answer.body, 200, media_type=JSON)
+
+    async def post_agent(self, request: Request) -> Response:
+        who = self.who(request)
+        data = await self.json_body(request)
+        try:
+            body = DeployBody.model_validate(data)
+            wire = DeploymentRequest.model_validate(
+                {
+                    "parent_agent": body.parent_agent or who.agent_id or "api",
+                    "action": "deploy_agent",
+                    "agent_spec": body.agent_spec,
+                    **({"request_id": body.request_id} if body.request_id else {}),
+                }
+            )
+        except ValidationError as exc:
+            return _validation_problem(exc)
+        self.authorize(who, wire)
+        answer = await self.service.handle(wire)
+        response = answer.response or DeploymentResponse.model_validate_json(answer.body)
+        return _answer(response, 201, answer.body)
+
+    async def list_agents(self, request: Request) -> Response:
+        self.operator_only(self.who(request))
+        wire = DeploymentRequest(parent_agent="api", action="list_agents")
+        return _answer(self.service.list(wire))
+
+    async def get_agent(self, request: Request) -> Response:
+        wire = self.target(self.who(request), "status_check", request.path_params["agent_id"])
+        return _answer(self.service.status(wire))
+
+    async def delete_agent(self, request: Request) -> Response:
+        wire = self.target(self.who(request), "terminate_agent", request.path_params["agent_id"])
+        answer = await self.service.handle(wire)
+        response = answer.response or DeploymentResponse.model_validate_json(answer.body)
+        return _answer(response, 200, answer.body)
+
+    async def restart_agent(self, request: Request) -> Response:
+        wire = self.target(self.who(request), "restart_agent", request.path_params["agent_id"])
+        answer = await self.service.handle(wire)
+        response = answer.response or DeploymentResponse.model_validate_json(answer.body)
+        return _answer(response, 200, answer.body)
+
+    async def tree(self, request: Request) -> Response:
+        self.operator_only(self.who(request))
+        return Response(json.dumps({"tree": self.service.tree()}, default=str), media_type=JSON)
+
+    async def logs(self, request: Request) -> Response:
+        wire = self.target(self.who(request), "status_check", request.path_params["agent_id"])
+        raw = request.query_params.get("tail", "200")
+        try:
+            tail = int(raw)
+        except ValueError:
+            raise ApiError(422, "Invalid input", "tail must be an integer", "tail") from None
+        if not 0 <= tail <= _MAX_TAIL:
+            raise ApiError(422, "Invalid input", f"tail must be within 0..{_MAX_TAIL}", "tail")
+        assert wire.target_agent_id is not None
+        row = self.service.journal.agent(wire.target_agent_id)
+        if row is None:
+            raise ApiError(404, "Not found", f"No agent with ID {wire.target_agent_id}", "id")
+        text = _tail(row["log"], tail) if row["log"] else ""
+        return Response(text, media_type="text/plain; charset=utf-8")
+
+    async def events(self, request: Request) -> Response:
+        self.operator_only(self.who(request))
+        last = parse_last_event_id(
+            request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        )
+        return StreamingResponse(
+            self.hub.stream(last),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def get_metrics(self, request: Request) -> Response:
+        self.operator_only(self.who(request))
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def get_openapi(self, request: Request) -> Response:
+        return Response(self.openapi, media_type=JSON)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/health", self.health, methods=["GET"]),
+            Route("/v1/requests", self.post_request, methods=["POST"]),
+            Route("/v1/agents", self.post_agent, methods=["POST"]),
+            Route("/v1/agents", self.list_agents, methods=["GET"]),
+            Route("/v1/agents/{agent_id}", self.get_agent, methods=["GET"]),
+            Route("/v1/agents/{agent_id}", self.delete_agent, methods=["DELETE"]),
+            Route("/v1/agents/{agent_id}/restart", self.restart_agent, methods=["POST"]),
+            Route("/v1/agents/{agent_id}/logs", self.logs, methods=["GET"]),
+            Route("/v1/tree", self.tree, methods=["GET"]),
+            Route("/v1/events", self.events, methods=["GET"]),
+            Route("/metrics", self.get_metrics, methods=["GET"]),
+            Route("/openapi.json", self.get_openapi, methods=["GET"]),
+        ]
+
+
+def _tail(path: str, lines: int) -> str:
+    """The last *lines* lines of a log file, reading only its end."""
+    if lines == 0:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            block = min(size, max(lines * 200, 4096))
+            while True:
+                f.seek(size - block)
+                data = f.read(block)
+                if data.count(b"\n") > lines or block == size:
+                    break
+                block = min(size, block * 4)
+    except OSError:
+        return ""
+    text = data.decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:]) + ("\n" if text.endswith("\n") else "")
+
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Gate:
+    """Pure-ASGI front: Host check (421), auth (401), body cap (413), problem+json errors.
+
+    Pure ASGI (no BaseHTTPMiddleware): it adds no task and no copy to the hot path.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: Tokens,
+        metrics: Metrics,
+        *,
+        hosts: set[str],
+        max_body: int,
+    ) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.metrics = metrics
+        self.hosts = hosts
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        headers = {
+            k: v for k, v in scope["headers"] if k in (b"host", b"authorization", b"content-length")
+        }
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        if host not in self.hosts:
+            await problem(421, "Misdirected request", f"host {host!r} is not served here")(
+                scope, receive, send
+            )
+            return
+        path: str = scope["path"]
+        if path != "/v1/health":
+            auth = headers.get(b"authorization")
+            who = self.tokens.who(auth.decode("latin-1") if auth else None)
+            if who is None:
+                response = problem(401, "Unauthorized", "a valid Bearer token is required")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="ziggie"'
+                await response(scope, receive, send)
+                return
+            scope["ziggie.principal"] = who
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_body
+            except ValueError:
+                too_big = True
+            if too_big:
+                await problem(413, "Content too large", f"the limit is {self.max_body} bytes")(
+                    scope, receive, send
+                )
+                return
+        receive = _capped(receive, self.max_body)
+        try:
+            await self.app(scope, receive, send)
+        except ApiError as exc:
+            body = exc.problem.model_dump_json(exclude_none=True)
+            await Response(body, exc.problem.status, media_type=PROBLEM)(scope, receive, send)
+        except _TooLarge:
+            await problem(413, "Content too large", f"the limit is {self.max_body} bytes")(
+                scope, receive, send
+            )
+        finally:
+            route = scope.get("route")
+            self.metrics.requests.labels(
+                scope["method"], getattr(route, "path", "unmatched")
+            ).observe(time.perf_counter() - t0)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def wrapped() -> Any:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge
+        return message
+
+    return wrapped
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    await problem(404, "Not found", f"no route {scope['path']!r}")(scope, receive, send)
+
+
+def create_app(
+    service: AgentService,
+    tokens: Tokens,
+    hub: EventHub,
+    metrics: Metrics,
+    *,
+    hosts: set[str],
+    max_body: int = 1 << 20,
+) -> ASGIApp:
+    """The ASGI app of the API for *service*."""
+    api = Api(service, tokens, hub, metrics)
+    router = Router(routes=api.routes(), default=_not_found)
+    return Gate(_Methods(router), tokens, metrics, hosts=hosts, max_body=max_body)
+
+
+class _Methods:
+    """Turns Starlette's plain-text 405 into problem+json."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allow = [v for k, v in message.get("headers", []) if k == b"allow"]
+                response = problem(405, "Method not allowed", f"{scope['method']} {scope['path']}")
+                if allow:
+                    response.headers["Allow"] = allow[0].decode()
+                scope["ziggie.replaced"] = True
+                await response(scope, receive, send)
+                return
+            if scope.get("ziggie.replaced"):
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)

@@ -1,0 +1,132 @@
+"""The live event stream: every lifecycle event, numbered, kept, fanned out to subscribers.
+
+Each event gets the next number of a sequence that never goes back (it continues from
+the journal after a restart) and is written to the journal *before* any subscriber sees
+it, so ``Last-Event-ID`` resumes with no gap and no duplicate, across reconnects and
+coordinator restarts, within the retention. Subscribers have bounded buffers: one that
+falls behind is cut off (it resumes from its last id), never allowed to stall the runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+_SCHEMA: Final = "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, data TEXT NOT NULL)"
+
+
+class _Subscriber:
+    __slots__ = ("dropped", "rx", "tx")
+
+    def __init__(self, buffer: int) -> None:
+        self.tx: MemoryObjectSendStream[tuple[int, str]]
+        self.rx: MemoryObjectReceiveStream[tuple[int, str]]
+        self.tx, self.rx = anyio.create_memory_object_stream[tuple[int, str]](buffer)
+        self.dropped = False
+
+
+class EventHub:
+    """Numbers, stores and fans out events; a listener of the runtime's :class:`EventLog`."""
+
+    def __init__(self, db_path: Path, *, retention: int = 100_000, buffer: int = 4096) -> None:
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
+        self.seq: int = int(row[0] or 0)
+        self.retention = retention
+        self.buffer = buffer
+        self._subscribers: set[_Subscriber] = set()
+        self._closed = False
+
+    def close(self) -> None:
+        """End every stream cleanly (shutdown): subscribers see their stream finish."""
+        self._closed = True
+        for sub in list(self._subscribers):
+            sub.tx.close()
+        self._subscribers.clear()
+        self._db.close()
+
+    # -- in --------------------------------------------------------------------------
+
+    def on_event(self, event: str, fields: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        record = {**fields, "event": event, "ts": datetime.now(UTC).isoformat()}
+        data = json.dumps(record, default=str, separators=(",", ":"))
+        self.seq += 1
+        seq = self.seq
+        self._db.execute("INSERT INTO events (seq, data) VALUES (?, ?)", (seq, data))
+        if seq % 1000 == 0:
+            self._db.execute("DELETE FROM events WHERE seq <= ?", (seq - self.retention,))
+        for sub in list(self._subscribers):
+            try:
+                sub.tx.send_nowait((seq, data))
+            except anyio.WouldBlock:  # too slow: cut it off, it resumes from its last id
+                sub.dropped = True
+                sub.tx.close()
+                self._subscribers.discard(sub)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._subscribers.discard(sub)
+
+    # -- out -------------------------------------------------------------------------
+
+    def since(self, last_id: int) -> list[tuple[int, str]]:
+        """Stored events after *last_id*, oldest first."""
+        rows = self._db.execute(
+            "SELECT seq, data FROM events WHERE seq > ? ORDER BY seq", (last_id,)
+        ).fetchall()
+        return [(int(seq), str(data)) for seq, data in rows]
+
+    async def stream(self, last_id: int | None) -> AsyncIterator[bytes]:
+        """Server-sent events from after *last_id* (None: only new ones), as wire bytes."""
+        if self._closed:
+            return
+        sub = _Subscriber(self.buffer)
+        self._subscribers.add(sub)  # before reading the backlog: nothing slips between
+        try:
+            last = self.seq if last_id is None else last_id
+            yield b"retry: 1000\n\n"
+            if last_id is not None:
+                for seq, data in self.since(last_id):
+                    yield _frame(seq, data)
+                    last = seq
+            async with sub.rx:
+                async for seq, data in sub.rx:
+                    if seq > last:
+                        yield _frame(seq, data)
+                        last = seq
+            if sub.dropped:
+                yield b": too slow; reconnect with Last-Event-ID to resume\n\n"
+        finally:
+            self._subscribers.discard(sub)
+            sub.tx.close()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+
+def _frame(seq: int, data: str) -> bytes:
+    # No "event:" field: every event is a "message", so EventSource.onmessage sees it.
+    return f"id: {seq}\ndata: {data}\n\n".encode()
+
+
+def parse_last_event_id(value: str | None) -> int | None:
+    """A ``Last-Event-ID`` header as a sequence number (None if absent or not a number)."""
+    if value is None:
+        return None
+    try:
+        number = int(value.strip())
+    except ValueError:
+        return None
+    return number if 0 <= number < math.inf else None
