@@ -49,7 +49,7 @@ from ._tree import (
 )
 
 if TYPE_CHECKING:
-    from .client import AgentDeploymentClient, SyncAgentDeploymentClient
+    from .client import AgentDeploymentClient, HttpAgentClient, SyncAgentDeploymentClient
     from .protocol import (
         PROTOCOL_VERSION,
         AgentContext,
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 #: Names handed on from the layers above the kernel, imported when first asked for.
 _LAZY = {
     "AgentDeploymentClient": "client",
+    "HttpAgentClient": "client",
     "SyncAgentDeploymentClient": "client",
     "PROTOCOL_VERSION": "protocol",
     "AgentContext": "protocol",
@@ -109,6 +110,7 @@ __all__ = [
     "DeploymentRequest",
     "DeploymentResponse",
     "EventLog",
+    "HttpAgentClient",
     "Intensity",
     "InvalidTransition",
     "MailboxFull",

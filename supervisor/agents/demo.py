@@ -8,6 +8,8 @@ come from its environment (``AgentSpec.env``):
 - ``DEMO_CRASH_AT``: exit with code 3 at that iteration, in the first incarnation only;
 - ``DEMO_CHILDREN``: a JSON list of agent specs to deploy as its own sub-agents, through
   the file-queue client, before its first iteration;
+- ``DEMO_TERMINATE``: a JSON list of agent ids to try to terminate (over HTTP, with its
+  own agent token, this shows what the token may and may not do);
 - ``DEMO_GRANDCHILD``: start a plain ``sleep`` child process (to show cascades reach it);
 - ``DEMO_IGNORE_TERM``: ignore SIGTERM (to show the SIGKILL escalation).
 
@@ -38,21 +40,57 @@ def _on_term(signum: int, frame: object) -> None:
     sys.exit(0)
 
 
+def _client() -> Any:
+    # Over HTTP when the coordinator serves its API (we then hold an agent token),
+    # else through the file queue.
+    if os.environ.get("ZIGGIE_URL"):
+        from supervisor.client import HttpAgentClient
+
+        return HttpAgentClient()
+    from supervisor.client import AgentDeploymentClient
+
+    return AgentDeploymentClient()
+
+
 def _deploy_children(raw: str) -> None:
     import anyio
 
-    from supervisor.client import AgentDeploymentClient
     from supervisor.protocol import AgentSpec
 
     specs = [AgentSpec.model_validate(item) for item in json.loads(raw)]
 
     async def deploy() -> None:
-        client = AgentDeploymentClient()
+        client = _client()
         for spec in specs:
             response = await client.deploy_agent(spec, timeout=30)
-            _line("child_deployed", child=spec.id, status=response.status, error=response.error)
+            _line(
+                "child_deployed",
+                child=spec.id,
+                status=response.status,
+                error=response.error,
+                code=response.code,
+                via="http" if os.environ.get("ZIGGIE_URL") else "queue",
+            )
 
     anyio.run(deploy)
+
+
+def _terminate_others(raw: str) -> None:
+    import anyio
+
+    async def terminate() -> None:
+        client = _client()
+        for agent_id in json.loads(raw):
+            response = await client.terminate_agent(agent_id, timeout=30)
+            _line(
+                "terminate_tried",
+                target=agent_id,
+                status=response.status,
+                code=response.code,
+                error=response.error,
+            )
+
+    anyio.run(terminate)
 
 
 def main() -> int:
@@ -81,6 +119,8 @@ def main() -> int:
         subprocess.Popen(["sleep", "3600"])
     if os.environ.get("DEMO_CHILDREN"):
         _deploy_children(os.environ["DEMO_CHILDREN"])
+    if os.environ.get("DEMO_TERMINATE"):
+        _terminate_others(os.environ["DEMO_TERMINATE"])
     for i in range(1, iterations + 1):
         if first and crash_at == i:
             _line("crashing", iteration=i)

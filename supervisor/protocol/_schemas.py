@@ -68,7 +68,9 @@ ErrorCode = Literal[
     "start_failed",  # the agent's process could not start
     "invalid_request",  # the request file could not be read as a request
     "timeout",  # no answer in time (client side)
-    "no_coordinator",  # nothing serves the queue (client side)
+    "no_coordinator",  # nothing serves the queue or the URL (client side)
+    "unauthorized",  # no or a wrong token (HTTP)
+    "forbidden",  # the token may not do this (HTTP: an agent outside its subtree)
     "internal",  # a bug: logged with the request id
 ]
 
