@@ -104,8 +104,14 @@ def serve(
     concurrency: Annotated[int | None, typer.Option(help="Deploys handled at once")] = None,
     polling: Annotated[bool | None, typer.Option(help="Poll instead of inotify")] = None,
     quiet: Annotated[bool, typer.Option(help="Events to the events file only")] = False,
+    http: Annotated[
+        str | None, typer.Option(help="Also serve the REST API at HOST:PORT (port 0: any)")
+    ] = None,
+    http_public: Annotated[
+        bool, typer.Option("--http-public", help="Allow --http on a non-loopback address")
+    ] = False,
 ) -> None:
-    """Run the file-queue coordinator in the foreground until SIGINT or SIGTERM."""
+    """Run the coordinator in the foreground until SIGINT or SIGTERM."""
     try:
         settings = Settings.load(
             config,
@@ -113,9 +119,18 @@ def serve(
             default_runner=runner,
             concurrency=concurrency,
             polling=polling,
+            http=http,
+            http_public=http_public or None,
         )
     except (ValidationError, FileNotFoundError) as exc:
         _fail(str(exc), 2)
+    if settings.http is not None:
+        from supervisor.coordinator import check_http
+
+        try:
+            check_http(settings)
+        except ValueError as exc:
+            _fail(str(exc), 2)
     try:
         serve_home(settings, quiet=quiet)
     except CoordinatorRunning as exc:

@@ -39,7 +39,7 @@ class CoordinatorRunning(ZiggieError):
     """Another coordinator already serves this home."""
 
 
-class HttpUnavailable(ZiggieError):
+class HttpUnavailable(ZiggieError, ValueError):
     """``http`` was asked for, but the optional HTTP extra is not installed."""
 
 
@@ -88,6 +88,22 @@ class Coordinator:
                     task_status.started()
         finally:
             service.close()
+
+
+def check_http(settings: Settings) -> None:
+    """Refuse, before anything starts, an ``http`` setting that cannot be served.
+
+    Raises :class:`HttpUnavailable` without the extra, ``ValueError`` for a bad address.
+    """
+    if settings.http is None:
+        return
+    try:
+        from ._http import parse_bind
+    except ImportError as exc:
+        raise HttpUnavailable(
+            f"the HTTP API needs the 'http' extra: pip install 'ziggie[http]' ({exc.name})"
+        ) from exc
+    parse_bind(settings.http, public=settings.http_public)
 
 
 @asynccontextmanager
