@@ -9,7 +9,7 @@ import psutil
 import pytest
 import trio.testing
 
-from actors._watchdog import watchdog_pid
+from actors._watchdog import token, watchdog_pid
 
 
 @pytest.fixture(
@@ -33,10 +33,13 @@ def trio_only(anyio_backend: object) -> None:
 
 
 def _marked(proc: psutil.Process) -> bool:
+    """An agent started by THIS test process's runtime (its token), never anyone else's:
+    other runtimes on the host (a live ``ziggie serve``, another test run) are not ours."""
     try:
-        return "ZIGGIE_AGENT_ID" in proc.environ()
+        env = proc.environ()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
+    return "ZIGGIE_AGENT_ID" in env and env.get("ZIGGIE_RUNTIME") == token()
 
 
 def leftover_processes(before: set[int]) -> list[psutil.Process]:
