@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -117,31 +116,19 @@ class HttpAgentClient:
         response.raise_for_status()
         return response.text
 
-    async def events(self, last_event_id: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    def events(self, last_event_id: int | None = None) -> EventStream:
         """Every lifecycle event from after *last_event_id* on, resuming across disconnects.
 
-        Each event is its JSON with ``"id"`` (its sequence number) added. Runs until the
-        caller stops iterating or the coordinator refuses the token.
+        Each event is its JSON with ``"id"`` (its sequence number) added::
+
+            async with client.events(last_event_id=0) as events:
+                async for event in events:
+                    ...
+
+        The stream is read by a task the block owns, so leaving the block (or a
+        ``break``) closes the connection cleanly on trio and asyncio alike.
         """
-        last = last_event_id
-        while True:
-            headers = {"Last-Event-ID": str(last)} if last is not None else {}
-            try:
-                async with aconnect_sse(self._http(), "GET", "/v1/events", headers=headers) as src:
-                    if src.response.status_code in (401, 403):
-                        raise PermissionError(f"events: HTTP {src.response.status_code}")
-                    src.response.raise_for_status()
-                    async for sse in src.aiter_sse():
-                        if not sse.data:
-                            continue
-                        event = json.loads(sse.data)
-                        if sse.id:
-                            last = int(sse.id)
-                            event["id"] = last
-                        yield event
-            except (httpx.TransportError, httpx.RemoteProtocolError):
-                pass
-            await anyio.sleep(0.2)  # the stream ended (slow consumer, restart): resume
+        return EventStream(self, last_event_id)
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -186,3 +173,64 @@ def _failed(agent_id: str, message: str, error: str, code: ErrorCode) -> Deploym
         error=error,
         code=code,
     )
+
+
+class EventStream:
+    """The event stream of :meth:`HttpAgentClient.events`: an async context and iterator."""
+
+    def __init__(self, client: HttpAgentClient, last_event_id: int | None) -> None:
+        self._client = client
+        self.last_event_id = last_event_id
+        self._tx, self._rx = anyio.create_memory_object_stream[dict[str, Any]](1024)
+        self._tg: Any = None
+        self._error: Exception | None = None
+
+    async def __aenter__(self) -> EventStream:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._read)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        self._tg.cancel_scope.cancel()
+        self._rx.close()
+        result: bool | None = await self._tg.__aexit__(*exc)
+        return result
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        try:
+            return await self._rx.receive()
+        except anyio.EndOfStream:
+            if self._error is not None:
+                raise self._error from None
+            raise StopAsyncIteration from None
+
+    async def _read(self) -> None:
+        async with self._tx:
+            while True:
+                last = self.last_event_id
+                headers = {"Last-Event-ID": str(last)} if last is not None else {}
+                http = self._client._http()
+                try:
+                    async with aconnect_sse(http, "GET", "/v1/events", headers=headers) as src:
+                        status = src.response.status_code
+                        if status in (401, 403):
+                            self._error = PermissionError(f"events: HTTP {status}")
+                            return
+                        src.response.raise_for_status()
+                        async for sse in src.aiter_sse():
+                            if not sse.data:
+                                continue
+                            event = json.loads(sse.data)
+                            if sse.id:
+                                self.last_event_id = int(sse.id)
+                                event["id"] = self.last_event_id
+                            await self._tx.send(event)
+                except (httpx.TransportError, httpx.RemoteProtocolError):
+                    pass
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return  # the consumer left
+                await anyio.sleep(0.2)  # the stream ended (slow consumer, restart): resume

@@ -39,16 +39,23 @@ def _digest(token: str) -> bytes:
 
 
 def load_operator_token(home: Path, given: str | None = None) -> str:
-    """The operator token: *given* (env), else the home's file, else a new one saved 0600."""
+    """The operator token: *given* (env), else the home's file, else a new one.
+
+    The file always holds the token in force (0600), so the CLI and the dashboard on this
+    machine find it there.
+    """
     path = home / TOKEN_FILE
-    if given:
-        return given
     try:
-        token = path.read_text(encoding="utf-8").strip()
+        stored = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        token = ""
-    if len(token) < 16:
+        stored = ""
+    if given:
+        token = given
+    elif len(stored) >= 16:
+        token = stored
+    else:
         token = secrets.token_urlsafe(32)
+    if token != stored:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, (token + "\n").encode())

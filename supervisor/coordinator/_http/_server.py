@@ -120,7 +120,8 @@ class HttpTransport:
         config.accesslog = None
         config.graceful_timeout = 1.0
         config.read_timeout = int(self._read_timeout) or None  # slow-loris: bounded reads
-        config.keep_alive_timeout = 30.0
+        # A cut-off read still waits out the keep-alive timer before the socket closes.
+        config.keep_alive_timeout = min(5.0, self._read_timeout or 5.0)
         stop = anyio.Event()
         done = anyio.Event()
         server = anyio.CancelScope(shield=True)  # it stops on `stop`, not by cancellation
