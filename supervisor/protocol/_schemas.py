@@ -18,6 +18,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictInt,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -51,8 +53,20 @@ def new_id() -> str:
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
-SafeId = Annotated[str, AfterValidator(_check_id)]
-Timestamp = Annotated[datetime, BeforeValidator(_utc)]
+#: A safe id; its JSON schema states the rule, so API clients can generate valid ones.
+SafeId = Annotated[
+    str,
+    AfterValidator(_check_id),
+    WithJsonSchema(
+        {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "maxLength": 128}
+    ),
+]
+#: ISO 8601 (naive stamps read as UTC) or Unix seconds, as pydantic reads datetimes.
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_utc),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}),
+]
 Level = Literal["L1", "L2", "L3"]
 RestartType = Literal["permanent", "transient", "temporary"]
 Action = Literal["deploy_agent", "status_check", "terminate_agent", "list_agents", "restart_agent"]
@@ -107,7 +121,16 @@ def _check_shutdown(value: Any) -> Any:
 
 
 ShutdownField = Annotated[
-    float | Literal["brutal_kill", "infinity"], BeforeValidator(_check_shutdown)
+    float | Literal["brutal_kill", "infinity"],
+    BeforeValidator(_check_shutdown),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"enum": ["brutal_kill", "infinity"]},
+            ]
+        }
+    ),
 ]
 
 
@@ -121,8 +144,9 @@ class AgentSpec(_Model):
     tools: list[str] = Field(default=["Read", "Grep", "Bash"], description="Available tools")
     context: AgentContext = Field(description="Execution context")
     task: str = Field(description="Task description")
-    max_iterations: int = Field(default=50, ge=1, description="Maximum iterations")
-    timeout_seconds: int = Field(default=300, gt=0, description="Timeout in seconds")
+    # Strict: "50" or 50.5 are refused, as the schema says (the seed writes integers).
+    max_iterations: StrictInt = Field(default=50, ge=1, description="Maximum iterations")
+    timeout_seconds: StrictInt = Field(default=300, gt=0, description="Timeout in seconds")
     # -- additions; all optional so the seed's files stay valid --
     command: list[str] | None = Field(
         default=None, description="Exact argv to run (never through a shell)"
@@ -130,8 +154,12 @@ class AgentSpec(_Model):
     runner: str | None = Field(default=None, description="Runner name when no command")
     restart: RestartType | None = Field(default=None, description="Restart type")
     shutdown: ShutdownField = Field(default=5.0, description="Graceful stop seconds")
-    max_children: int | None = Field(default=None, ge=0, description="Live children cap")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment")
+    max_children: StrictInt | None = Field(default=None, ge=0, description="Live children cap")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment",
+        json_schema_extra={"propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"}},
+    )
 
     @field_validator("env")
     @classmethod
@@ -151,8 +179,37 @@ class AgentSpec(_Model):
         return value
 
 
+def _target_needed(action: str) -> dict[str, Any]:
+    return {
+        "if": {"properties": {"action": {"const": action}}, "required": ["action"]},
+        "then": {
+            "required": ["target_agent_id"],
+            "properties": {"target_agent_id": {"type": "string"}},
+        },
+    }
+
+
 class DeploymentRequest(_Model):
     """A request in ``requests/<request_id>.request.json``."""
+
+    # The schema states what the validator below checks: each action's own arguments.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"action": {"const": "deploy_agent"}},
+                        "required": ["action"],
+                    },
+                    "then": {
+                        "required": ["agent_spec"],
+                        "properties": {"agent_spec": {"type": "object"}},
+                    },
+                },
+                *(_target_needed(a) for a in ("status_check", "terminate_agent", "restart_agent")),
+            ]
+        }
+    )
 
     version: str = Field(default=PROTOCOL_VERSION, description="Protocol version")
     request_id: SafeId = Field(default_factory=new_id)

@@ -93,7 +93,8 @@ def _validation_problem(exc: ValidationError, status: int = 422) -> Response:
 
 
 def _answer(response: DeploymentResponse, ok: int = 200, body: str | None = None) -> Response:
-    status = ok if response.status != "failed" else _STATUS_OF_CODE.get(response.code or "", 422)
+    # A refusal carries a code; "failed" alone is an answer (e.g. the status of a failed agent).
+    status = ok if response.code is None else _STATUS_OF_CODE.get(response.code, 422)
     return Response(body or response.model_dump_json(), status, media_type=JSON)
 
 
@@ -283,20 +284,33 @@ class Api:
         return Response(self.openapi, media_type=JSON)
 
     def routes(self) -> list[Route]:
+        by_path: dict[str, dict[str, Endpoint]] = {
+            "/v1/health": {"GET": self.health},
+            "/v1/requests": {"POST": self.post_request},
+            "/v1/agents": {"GET": self.list_agents, "POST": self.post_agent},
+            "/v1/agents/{agent_id}": {"GET": self.get_agent, "DELETE": self.delete_agent},
+            "/v1/agents/{agent_id}/restart": {"POST": self.restart_agent},
+            "/v1/agents/{agent_id}/logs": {"GET": self.logs},
+            "/v1/tree": {"GET": self.tree},
+            "/v1/events": {"GET": self.events},
+            "/metrics": {"GET": self.get_metrics},
+            "/openapi.json": {"GET": self.get_openapi},
+        }
+        # One route per path, so a 405 lists every method the path has in ``Allow``.
         return [
-            Route("/v1/health", self.health, methods=["GET"]),
-            Route("/v1/requests", self.post_request, methods=["POST"]),
-            Route("/v1/agents", self.post_agent, methods=["POST"]),
-            Route("/v1/agents", self.list_agents, methods=["GET"]),
-            Route("/v1/agents/{agent_id}", self.get_agent, methods=["GET"]),
-            Route("/v1/agents/{agent_id}", self.delete_agent, methods=["DELETE"]),
-            Route("/v1/agents/{agent_id}/restart", self.restart_agent, methods=["POST"]),
-            Route("/v1/agents/{agent_id}/logs", self.logs, methods=["GET"]),
-            Route("/v1/tree", self.tree, methods=["GET"]),
-            Route("/v1/events", self.events, methods=["GET"]),
-            Route("/metrics", self.get_metrics, methods=["GET"]),
-            Route("/openapi.json", self.get_openapi, methods=["GET"]),
+            Route(path, _dispatch(methods), methods=list(methods))
+            for path, methods in by_path.items()
         ]
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _dispatch(methods: dict[str, Endpoint]) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        return await methods[request.method](request)
+
+    return endpoint
 
 
 def _tail(path: str, lines: int) -> str:

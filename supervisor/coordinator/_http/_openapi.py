@@ -62,8 +62,8 @@ _ID = {
     "name": "agent_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string"},
-    "description": "An agent id ([A-Za-z0-9][A-Za-z0-9._-]{0,127})",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+    "description": "An agent id",
 }
 
 
