@@ -1,6 +1,6 @@
 """``make bench``: every benchmark table, one after the other."""
 
-from bench import filequeue, kernel, nesting, process
+from bench import filequeue, http, kernel, nesting, process
 
 
 def main() -> None:
@@ -8,6 +8,7 @@ def main() -> None:
     process.main()
     filequeue.main()
     nesting.main()
+    http.main()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from ._states import AgentState
 
 #: Actions that change something: recorded before they act, so a crash is found later.
 _MUTATING = frozenset({"deploy_agent", "terminate_agent", "restart_agent"})
+#: Seconds a status reply may reuse an agent's last /proc usage sample.
+_USAGE_TTL = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,7 @@ class AgentService:
         self._deploys = anyio.CapacityLimiter(settings.concurrency)
         #: Transports add environment for each deployed agent (the API: its URL and token).
         self.agent_env: list[Callable[[AgentSpec], Mapping[str, str]]] = []
+        self._usage_cache: dict[str, tuple[float, ProcessHandle, dict[str, float]]] = {}
 
     def close(self) -> None:
         self.journal.close()
@@ -340,10 +343,20 @@ class AgentService:
                 detail["state"] = AgentState.RUNNING
                 detail["pid"] = handle.pid
                 detail["uptime"] = round(time.time() - handle.started_at, 3)
-                detail.update(handle.usage())
+                detail.update(self._usage(agent_id, handle))
                 if handle.supervisor is not None:  # a running agent: its live children
                     detail["children"] = [c.id for c in handle.supervisor.which_children()]
         return detail
+
+    def _usage(self, agent_id: str, handle: ProcessHandle) -> dict[str, float]:
+        # Usage walks /proc (2/3 of a status call): sampled at most every half second.
+        now = time.monotonic()
+        cached = self._usage_cache.get(agent_id)
+        if cached is not None and cached[0] > now and cached[1] is handle:
+            return cached[2]
+        usage = handle.usage()
+        self._usage_cache[agent_id] = (now + _USAGE_TTL, handle, usage)
+        return usage
 
     def tree(self) -> dict[str, Any]:
         """The live supervision tree (every node, agents and their supervisors)."""
