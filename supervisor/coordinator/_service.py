@@ -173,6 +173,8 @@ class AgentService:
         if detail is None:
             return not_found(request, agent_id)
         state = AgentState(detail["state"])
+        row = self.journal.agent(agent_id)
+        detail["spec"] = row["spec"] if row else None
         return reply(
             request,
             state.status,
@@ -332,6 +334,7 @@ class AgentService:
             "ended_at": row["ended_at"],
             "log": row["log"],
             "restart": row["restart"],
+            "timeout_seconds": row["spec"].get("timeout_seconds"),
             # Every child ever recorded (indexed query); live children replace it below.
             "children": self.journal.children_of(agent_id),
         }
@@ -357,6 +360,15 @@ class AgentService:
         usage = handle.usage()
         self._usage_cache[agent_id] = (now + _USAGE_TTL, handle, usage)
         return usage
+
+    def usage_of_running(self) -> dict[str, dict[str, float]]:
+        """CPU seconds and RSS of every running process agent, by id (fresh samples)."""
+        out: dict[str, dict[str, float]] = {}
+        for agent_id in self.rt.ids():
+            handle = self.rt.whereis(agent_id)
+            if isinstance(handle, ProcessHandle):
+                out[agent_id] = self._usage(agent_id, handle)
+        return out
 
     def tree(self) -> dict[str, Any]:
         """The live supervision tree (every node, agents and their supervisors)."""

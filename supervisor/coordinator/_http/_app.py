@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Final
 
 from pydantic import BaseModel, Field, ValidationError
@@ -43,6 +44,25 @@ _STATUS_OF_CODE: Final = {
 }
 _MAX_TAIL: Final = 10_000
 _GATE_HEADERS: Final = frozenset({b"host", b"authorization", b"content-length"})
+#: Served without a token: the page holds no data; every API call it makes needs one.
+_PUBLIC: Final = frozenset(
+    {"/v1/health", "/", "/static/index.html", "/static/app.js", "/static/style.css"}
+)
+_STATIC_DIR: Final = Path(__file__).with_name("static")
+_STATIC: Final = {
+    name: ((_STATIC_DIR / name).read_bytes(), media_type)
+    for name, media_type in (
+        ("index.html", "text/html; charset=utf-8"),
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
+    )
+}
+_STATIC_HEADERS: Final = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class DeployBody(BaseModel):
@@ -270,8 +290,9 @@ class Api:
         last = parse_last_event_id(
             request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         )
+        tail = parse_last_event_id(request.query_params.get("tail")) or 0
         return StreamingResponse(
-            self.hub.stream(last),
+            self.hub.stream(last, tail),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -282,6 +303,14 @@ class Api:
 
     async def get_openapi(self, request: Request) -> Response:
         return Response(self.openapi, media_type=JSON)
+
+    async def dashboard(self, request: Request) -> Response:
+        name = request.path_params.get("name", "index.html")
+        found = _STATIC.get(name)
+        if found is None:
+            raise ApiError(404, "Not found", f"no file {name!r}")
+        body, media_type = found
+        return Response(body, media_type=media_type, headers=_STATIC_HEADERS)
 
     def routes(self) -> list[Route]:
         by_path: dict[str, dict[str, Endpoint]] = {
@@ -295,6 +324,8 @@ class Api:
             "/v1/events": {"GET": self.events},
             "/metrics": {"GET": self.get_metrics},
             "/openapi.json": {"GET": self.get_openapi},
+            "/": {"GET": self.dashboard},
+            "/static/{name}": {"GET": self.dashboard},
         }
         # One route per path, so a 405 lists every method the path has in ``Allow``.
         return [
@@ -374,7 +405,7 @@ class Gate:
             )
             return
         path: str = scope["path"]
-        if path != "/v1/health":
+        if path not in _PUBLIC or scope["method"] != "GET":
             auth = headers.get(b"authorization")
             who = self.tokens.who(auth.decode("latin-1") if auth else None)
             if who is None:

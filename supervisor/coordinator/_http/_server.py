@@ -94,6 +94,24 @@ class HttpTransport:
             return {}
         return {"ZIGGIE_URL": self.url, "ZIGGIE_AGENT_TOKEN": self.tokens.issue(spec.id)}
 
+    async def _sample_usage(self) -> None:
+        """CPU and RSS of running agents, sent to event-stream subscribers (not kept).
+
+        Only while someone listens; the interval grows with the number of agents, so the
+        sampling never costs more than a few percent of a core.
+        """
+        while True:
+            usage = {}
+            if self.hub.subscribers:
+                t0 = anyio.current_time()
+                usage = self.service.usage_of_running()
+                if usage:
+                    self.hub.broadcast("usage", json.dumps({"agents": usage}))
+                spent = anyio.current_time() - t0
+                await anyio.sleep(max(_USAGE_EVERY, spent * 20))
+            else:
+                await anyio.sleep(_USAGE_EVERY)
+
     async def serve(self, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``task_status.started(url)`` once it answers."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -139,6 +157,7 @@ class HttpTransport:
             with events.listen(self.hub.on_event), events.listen(self.metrics.on_event):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(run)
+                    tg.start_soon(self._sample_usage)
                     write_atomic(
                         home / HTTP_FILE, json.dumps({"url": self.url, "pid": os.getpid()})
                     )
@@ -158,6 +177,9 @@ class HttpTransport:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(home / HTTP_FILE)
             sock.close()
+
+
+_USAGE_EVERY = 2.0
 
 
 async def _run_hypercorn(app: Any, config: Config, trigger: Any) -> None:

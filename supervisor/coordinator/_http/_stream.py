@@ -9,6 +9,7 @@ falls behind is cut off (it resumes from its last id), never allowed to stall th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
@@ -91,25 +92,32 @@ class EventHub:
         ).fetchall()
         return [(int(seq), str(data)) for seq, data in rows]
 
-    async def stream(self, last_id: int | None) -> AsyncIterator[bytes]:
-        """Server-sent events from after *last_id* (None: only new ones), as wire bytes."""
+    async def stream(self, last_id: int | None, tail: int = 0) -> AsyncIterator[bytes]:
+        """Server-sent events from after *last_id* (None: the last *tail*, then new ones).
+
+        A comment ``: live`` marks the end of the stored backlog: what follows is news.
+        """
         if self._closed:
             return
         sub = _Subscriber(self.buffer)
         self._subscribers.add(sub)  # before reading the backlog: nothing slips between
         try:
-            last = self.seq if last_id is None else last_id
+            if last_id is None:
+                last_id = max(self.seq - tail, 0) if tail else self.seq
+            last = last_id
             yield b"retry: 1000\n\n"
-            if last_id is not None:
-                for seq, data in self.since(last_id):
-                    yield _frame(seq, data)
-                    last = seq
+            for seq, data in self.since(last_id):
+                yield _frame(seq, data)
+                last = seq
+            yield b": live\n\n"
             async with sub.rx:
                 async for seq, data in sub.rx:
                     # Under load, send what has piled up as one chunk: one write, not many.
                     frames = []
                     while True:
-                        if seq > last:
+                        if seq < 0:  # ephemeral: no id, never replayed
+                            frames.append(f"{data}\n\n".encode())
+                        elif seq > last:
                             frames.append(_frame(seq, data))
                             last = seq
                         if len(frames) >= _COALESCE:
@@ -125,6 +133,15 @@ class EventHub:
         finally:
             self._subscribers.discard(sub)
             sub.tx.close()
+
+    def broadcast(self, kind: str, data: str) -> None:
+        """An ephemeral message (no id, not kept): e.g. usage samples for the dashboard."""
+        frame = (-1, f"event: {kind}\ndata: {data}")
+        for sub in list(self._subscribers):
+            with contextlib.suppress(
+                anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
+            ):
+                sub.tx.send_nowait(frame)
 
     @property
     def subscribers(self) -> int:
