@@ -199,9 +199,8 @@ def test_a_thousand_agents_render(browser: Any, coordinator: Any) -> None:
                     ids.append(f"a{i}-{j}-{k}")
     assert len(ids) == 1000
     page = _page(browser, url, token)
-    page.wait_for_function(
-        f"document.querySelectorAll('li[role=treeitem]').length === {len(ids)}", timeout=60_000
-    )
+    page.locator("li[role=treeitem]").nth(len(ids) - 1).wait_for(state="attached", timeout=60_000)
+    assert page.locator("li[role=treeitem]").count() == len(ids)
     rendered = page.evaluate("window.__ziggie.stats.renderedAt")
     print(f"\n{len(ids)} agents rendered {rendered:.0f} ms after navigation")
     assert page.locator('.state[data-state="running"]').count() == len(ids)
