@@ -361,13 +361,19 @@ class AgentService:
         self._usage_cache[agent_id] = (now + _USAGE_TTL, handle, usage)
         return usage
 
-    def usage_of_running(self) -> dict[str, dict[str, float]]:
-        """CPU seconds and RSS of every running process agent, by id (fresh samples)."""
+    async def usage_of_running(self, *, batch: int = 25) -> dict[str, dict[str, float]]:
+        """CPU seconds and RSS of every running process agent, by id.
+
+        Each sample reads /proc (~0.15 ms): a checkpoint every *batch* agents keeps a
+        thousand of them from holding the event loop for 150 ms at a stretch.
+        """
         out: dict[str, dict[str, float]] = {}
-        for agent_id in self.rt.ids():
+        for n, agent_id in enumerate(self.rt.ids(), 1):
             handle = self.rt.whereis(agent_id)
             if isinstance(handle, ProcessHandle):
                 out[agent_id] = self._usage(agent_id, handle)
+            if n % batch == 0:
+                await anyio.sleep(0)
         return out
 
     def tree(self) -> dict[str, Any]:

@@ -104,11 +104,11 @@ class HttpTransport:
             usage = {}
             if self.hub.subscribers:
                 t0 = anyio.current_time()
-                usage = self.service.usage_of_running()
+                usage = await self.service.usage_of_running()
                 if usage:
                     self.hub.broadcast("usage", json.dumps({"agents": usage}))
                 spent = anyio.current_time() - t0
-                await anyio.sleep(max(_USAGE_EVERY, spent * 20))
+                await anyio.sleep(max(_USAGE_EVERY, spent * 10))
             else:
                 await anyio.sleep(_USAGE_EVERY)
 

@@ -17,10 +17,12 @@ const state = {
   lastEventId: null,
   dirty: new Set(),        // ids whose row needs a repaint
   structureDirty: false,
+  added: [],               // new agents to place in the tree
+  cascadeDirty: false,
   queue: [],               // events waiting for the next frame
   live: false,
   cascade: [],             // [{id, ts, event, killed}]
-  stats: { events: 0, lastApplyMs: 0, maxFrameMs: 0, renderedAt: null, eventLag: [] },
+  stats: { events: 0, lastApplyMs: 0, maxFrameMs: 0, renderedAt: null, eventLag: [], frames: [] },
 };
 window.__ziggie = state;   // for the browser tests and curious operators
 
@@ -90,7 +92,7 @@ function ensureAgent(ev) {
     agent = agentFrom({ agent_id: ev.agent_id, level: ev.level, parent_id: parent,
                         name: ev.name, state: "starting" });
     state.agents.set(agent.id, agent);
-    state.structureDirty = true;
+    state.added.push(agent.id);  // placed in the tree at the next frame, alone
   }
   return agent;
 }
@@ -141,12 +143,13 @@ function noteCascade(agent, ev, at) {
   const last = state.cascade[state.cascade.length - 1];
   if (!last || at - last.at > 2) state.cascade = [];  // a new cascade
   state.cascade.push({ id: agent.id, level: agent.level, event: ev.event, at, killed: [] });
-  renderCascade();
+  if (state.cascade.length > 100) state.cascade.shift();
+  state.cascadeDirty = true;
 }
 
 function markKilled(agent, pids) {
   const entry = state.cascade.find((c) => c.id === agent.id);
-  if (entry) { entry.killed = pids; renderCascade(); }
+  if (entry) { entry.killed = pids; state.cascadeDirty = true; }
 }
 
 function recentRestarts(agent, now) {
@@ -184,16 +187,24 @@ function buildNode(agent) {
     '<span class="inc"></span><span class="deadline"></span><span class="usage"></span>' +
     "</span></div>";
   li.querySelector(".name").textContent = agent.name === agent.id ? agent.id : `${agent.id} (${agent.name})`;
+  li._refs = {};  // the row's parts, looked up once: a repaint touches only text
+  for (const part of ["state", "level", "pid", "uptime", "gtext", "inc", "deadline", "usage"]) {
+    li._refs[part] = li.querySelector("." + part);
+  }
+  li._refs.meter = li.querySelector("meter");
   li.querySelector(".row").addEventListener("click", () => select(agent.id, true));
   li.querySelector(".twisty").addEventListener("click", (e) => { e.stopPropagation(); toggle(li); });
   state.nodes.set(agent.id, li);
   return li;
 }
 
+function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
+
 function paint(agent, now) {
   const li = state.nodes.get(agent.id);
   if (!li) return;
-  const q = (sel) => li.querySelector(sel);
+  const refs = li._refs;
+  const q = (sel) => refs[sel.replace(".", "")];
   const st = q(".state");
   st.textContent = agent.state.replace("_", " ");
   st.dataset.state = agent.state;
@@ -254,6 +265,31 @@ function rebuild() {
   state.structureDirty = false;
 }
 
+function place(id) {
+  // One new agent: under its parent's group (made if needed), or at the top level.
+  const agent = state.agents.get(id);
+  if (!agent || state.nodes.has(id)) return;
+  const li = buildNode(agent);
+  const parent = agent.parent && state.agents.get(agent.parent);
+  const parentLi = parent && state.nodes.get(parent.id);
+  if (parentLi) {
+    parent.children.push(id);
+    let group = parentLi.querySelector(":scope > ul");
+    if (!group) {
+      group = document.createElement("ul");
+      group.setAttribute("role", "group");
+      parentLi.appendChild(group);
+      parentLi.setAttribute("aria-expanded", "true");
+      parentLi.querySelector(".twisty").textContent = "▾";
+    }
+    group.appendChild(li);
+  } else {
+    document.getElementById("tree").appendChild(li);
+  }
+  document.getElementById("empty").hidden = true;
+  state.dirty.add(id);
+}
+
 function toggle(li) {
   if (!li.querySelector(":scope > ul")) return;
   const open = li.getAttribute("aria-expanded") !== "false";
@@ -271,15 +307,22 @@ function frame() {
     else {
       applyEvent(item.ev, false);
       state.stats.events++;
-      if (item.received) state.stats.eventLag.push(performance.now() - item.received);
+      if (item.ev.ts) {  // how far behind the event (server clock = this machine's) the page is
+        state.stats.eventLag.push(Date.now() - Date.parse(item.ev.ts));
+        if (state.stats.eventLag.length > 10000) state.stats.eventLag.shift();
+      }
     }
   }
   if (state.structureDirty) rebuild();
+  else for (const id of state.added.splice(0)) place(id);
+  state.added.length = 0;
+  if (state.cascadeDirty) { renderCascade(); state.cascadeDirty = false; }
   for (const id of state.dirty) { const a = state.agents.get(id); if (a) paint(a, now); }
   state.dirty.clear();
   if (state.selected && batch.some((b) => b.ev && b.ev.agent_id === state.selected)) renderDetail();
   renderCounts();
   const took = performance.now() - t0;
+  if (batch.length) state.stats.frames.push(took);
   state.stats.lastApplyMs = took;
   state.stats.maxFrameMs = Math.max(state.stats.maxFrameMs, took);
   requestAnimationFrame(frame);
