@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from actors import ProcessHandle, process_start_time
 from supervisor import (
@@ -373,7 +374,7 @@ class AgentService:
             if isinstance(handle, ProcessHandle):
                 out[agent_id] = self._usage(agent_id, handle)
             if n % batch == 0:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
         return out
 
     def tree(self) -> dict[str, Any]:
