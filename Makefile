@@ -31,8 +31,8 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m examples.demo
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check supervisor actors tests examples bench
-	$(BIN)/ruff format --check supervisor actors tests examples bench
+	$(BIN)/ruff check supervisor actors tests examples bench docs
+	$(BIN)/ruff format --check supervisor actors tests examples bench docs
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
