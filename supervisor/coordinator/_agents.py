@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +39,17 @@ class AgentHome:
         return self.root / ".claude" / "agents"
 
     def ensure(self) -> AgentHome:
+        # Issue 10, item 11: each level made on its own, 0700. ``mkdir(parents=True)``
+        # gives the parents it creates the default mode (0755 under umask 022): that is
+        # how agent-queue/ and .claude/ were world-readable.
+        if not self.root.is_dir():  # a home we create is ours; an existing one keeps its mode
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            _mkdir(self.root)
+        _mkdir(self.queue)
         for sub in DIRECTORIES:
             _mkdir(self.queue / sub)
         _mkdir(self.logs)
+        _mkdir(self.definitions.parent)
         _mkdir(self.definitions)
         return self
 
@@ -50,8 +59,9 @@ class AgentHome:
 
 
 def _mkdir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
+    """*path* as a 0700 directory (its parent exists); an older home's 0755 is repaired."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)  # mkdir's mode is filtered by the umask, and exist_ok keeps the old
 
 
 def program_allowed(program: str, allowed: list[str]) -> bool:
@@ -60,18 +70,39 @@ def program_allowed(program: str, allowed: list[str]) -> bool:
     return any(base == name or re.fullmatch(re.escape(name) + r"[0-9.]*", base) for name in allowed)
 
 
-def check_deployable(spec: AgentSpec, argv: list[str]) -> None:
-    """Refuse, with a message naming the field, what cannot run as specified."""
+def resolve_program(argv: list[str], cwd: Path) -> list[str]:
+    """*argv* with its program made an absolute path (issue 10, item 10).
+
+    Resolved here, with the coordinator's own ``PATH`` (a spec may not set one), so the
+    execute check judges the very file that will run, and nothing at spawn time can pick
+    another. A program named with a ``/`` is taken relative to the working directory, as
+    exec would after the child's ``chdir``.
+    """
+    program = argv[0]
+    if "/" in program:
+        path = program if os.path.isabs(program) else os.path.join(cwd, program)
+        return [os.path.normpath(path), *argv[1:]]
+    found = shutil.which(program)
+    if found is None:
+        raise AgentRefused(f"program {program!r} not found on the coordinator's PATH")
+    return [os.path.abspath(found), *argv[1:]]
+
+
+def check_deployable(spec: AgentSpec, argv: list[str]) -> list[str]:
+    """Refuse, with a message naming the field, what cannot run as specified; else the
+    argv to run, its program resolved to an absolute path."""
     wd = Path(spec.context.working_directory)
     if not wd.exists():
         raise AgentRefused(f"context.working_directory {str(wd)!r} does not exist")
     if not wd.is_dir():
         raise AgentRefused(f"context.working_directory {str(wd)!r} is not a directory")
+    argv = resolve_program(argv, wd)
     allowed = spec.context.permissions.execute
     if allowed and not program_allowed(argv[0], allowed):
         raise AgentRefused(
             f"program {os.path.basename(argv[0])!r} is not in permissions.execute {allowed}"
         )
+    return argv
 
 
 def agent_child_spec(
@@ -88,8 +119,7 @@ def agent_child_spec(
 ) -> ChildSpec:
     """Validate *spec*, write its definition file, and return the child spec that runs it."""
     definition = home.definitions / f"{spec.id}.md"
-    argv = resolve_argv(spec, definition, runners, default_runner)
-    check_deployable(spec, argv)
+    argv = check_deployable(spec, resolve_argv(spec, definition, runners, default_runner))
     write_atomic(definition, definition_text(spec, parent_id))
     env = {
         **os.environ,
