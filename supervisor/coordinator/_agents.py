@@ -116,6 +116,7 @@ def agent_child_spec(
     log_max_bytes: int = 10 * 2**20,
     nested: bool = True,
     api_url: str | None = None,
+    token: str | None = None,
 ) -> ChildSpec:
     """Validate *spec*, write its definition file, and return the child spec that runs it."""
     definition = home.definitions / f"{spec.id}.md"
@@ -151,4 +152,5 @@ def agent_child_spec(
         timeout=float(spec.timeout_seconds),
         level=spec.level,
         meta={"name": spec.name},
+        token=token,
     )

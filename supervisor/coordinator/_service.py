@@ -8,6 +8,9 @@ them, gets the recorded answer and is never executed twice.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,10 +18,13 @@ from typing import Any
 
 import anyio
 
-from actors import ProcessHandle, process_start_time
+from actors import ProcessHandle, new_token, process_start_time, token
 from supervisor import (
+    AutoShutdown,
+    Backoff,
     ChildSpec,
     ChildState,
+    Restart,
     Runtime,
     StartError,
     Supervisor,
@@ -26,6 +32,7 @@ from supervisor import (
     ZiggieError,
     describe,
     is_valid_id,
+    supervisor_spec,
 )
 from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, ErrorCode
 
@@ -66,12 +73,41 @@ class AgentService:
         self.rt = runtime
         self.settings = settings
         self.home = AgentHome.at(settings.home)
-        self.journal = Journal(self.home.root / "journal.sqlite3")
+        self.journal = Journal(self.home.root / "journal.sqlite3", durability=settings.durability)
+        #: The home's runtime token (issue 10, item 4); *fresh* when this home had none, so
+        #: a predecessor's agents (if any) are recognised by pid and start time alone.
+        self.token, self.fresh_token = self.journal.runtime_token(lambda: new_token(token()))
         self.runners = dict(runners) if runners is not None else default_runners()
         self._deploys = anyio.CapacityLimiter(settings.concurrency)
+        #: Ids being deployed right now: a second deploy of one is refused at once
+        #: (issue 10, item 3), before it can touch the journal row or definition file.
+        self._placing: set[str] = set()
+        #: Each top-level agent's own supervisor (issue 10, item 1): wrapper id -> agent.
+        self._wrappers: dict[str, str] = {}
+        self._closing = False
+        #: How the previous coordinator of this home ended (issue 10, items 6 and 12).
+        self.previous_run = self.journal.begin_run()
 
     def close(self) -> None:
         self.journal.close()
+
+    async def shutdown(self) -> None:
+        """Stop every agent of this coordinator, recording each as stopped by the
+        coordinator's shutdown, while the journal is still open (issue 10, item 6).
+
+        A clean stop then reads as one in the journal: the next coordinator finds no
+        agent it believed alive, and restarts none.
+        """
+        self._closing = True
+        live = [w for w in self._wrappers if w in self.rt]
+        async with anyio.create_task_group() as tg:
+            for wrapper in reversed(live):
+                tg.start_soon(self._terminate_quietly, wrapper)
+        self.journal.end_run()
+
+    async def _terminate_quietly(self, child_id: str) -> None:
+        with contextlib.suppress(ZiggieError):  # ended on its own meanwhile
+            await self.rt.terminate(child_id)
 
     # -- one request, exactly once ---------------------------------------------------
 
@@ -96,6 +132,9 @@ class AgentService:
         body = response.model_dump_json(indent=2)
         if mutating:
             self.journal.record_response(request.request_id, body)
+            # Issue 10, item 12: a change is durable before its answer appears (one fsync
+            # for every answer of this wake-up: group commit).
+            await self.journal.sync()
         else:
             self.journal.record_answered(request.request_id, request.action, body)
         return Answer(body, response)
@@ -125,7 +164,7 @@ class AgentService:
     async def deploy(self, request: DeploymentRequest) -> DeploymentResponse:
         spec = request.agent_spec
         assert spec is not None
-        if spec.id in self.rt:
+        if self._taken(spec.id):
             return reply(
                 request,
                 "failed",
@@ -134,24 +173,28 @@ class AgentService:
                 error=f"id: agent {spec.id!r} already exists",
                 code="conflict",
             )
+        self._placing.add(spec.id)
         try:
-            supervisor, child = self._prepare(spec, request.parent_agent, request.request_id)
-        except (AgentRefused, ValueError) as exc:
-            return reply(
-                request, "failed", spec.id, "Deployment refused", error=str(exc), code="refused"
-            )
-        try:
-            handle: ProcessHandle = await supervisor.start_child(child)
-        except (StartError, SupervisorError) as exc:
-            self.journal.update_agent(spec.id, state=AgentState.FAILED, reason=describe(exc))
-            return reply(
-                request,
-                "failed",
-                spec.id,
-                "Deployment failed",
-                error=_cause(exc),
-                code="start_failed",
-            )
+            try:
+                supervisor, child = self._prepare(spec, request.parent_agent, request.request_id)
+            except (AgentRefused, ValueError) as exc:
+                return reply(
+                    request, "failed", spec.id, "Deployment refused", error=str(exc), code="refused"
+                )
+            try:
+                handle = await self._start(supervisor, child, spec)
+            except (StartError, SupervisorError) as exc:
+                self.journal.update_agent(spec.id, state=AgentState.FAILED, reason=_cause(exc))
+                return reply(
+                    request,
+                    "failed",
+                    spec.id,
+                    "Deployment failed",
+                    error=_cause(exc),
+                    code="start_failed",
+                )
+        finally:
+            self._placing.discard(spec.id)
         return reply(
             request,
             "deployed",
@@ -194,7 +237,9 @@ class AgentService:
                 code="not_running",
             )
         handle = self.rt.whereis(agent_id)
-        await self.rt.terminate(agent_id)
+        wrapper = wrapper_id(agent_id)
+        # A top-level agent goes with its own supervisor (item 1), or that would linger.
+        await self.rt.terminate(wrapper if self._wrappers.get(wrapper) == agent_id else agent_id)
         stop = handle.last_stop if isinstance(handle, ProcessHandle) else None
         return reply(
             request,
@@ -215,6 +260,8 @@ class AgentService:
         try:
             if agent_id in self.rt:
                 handle = await self.rt.restart(agent_id)
+            elif agent_id in self._placing:
+                raise AgentRefused(f"id: agent {agent_id!r} is being deployed")
             else:
                 handle = await self.redeploy(agent_id)
         except (ZiggieError, ValueError) as exc:
@@ -254,11 +301,46 @@ class AgentService:
         if row is None:
             return None
         spec = AgentSpec.model_validate(row["spec"])
-        supervisor, child = self._prepare(spec, row["parent_id"] or "Ziggie", row["request_id"])
-        handle: ProcessHandle = await supervisor.start_child(child)
-        return handle
+        self._placing.add(agent_id)
+        try:
+            supervisor, child = self._prepare(spec, row["parent_id"] or "Ziggie", row["request_id"])
+            handle: ProcessHandle = await self._start(supervisor, child, spec)
+            return handle
+        finally:
+            self._placing.discard(agent_id)
 
     # -- placement -------------------------------------------------------------------
+
+    def _taken(self, agent_id: str) -> bool:
+        return agent_id in self.rt or agent_id in self._placing or wrapper_id(agent_id) in self.rt
+
+    async def _start(self, supervisor: Supervisor, child: ChildSpec, spec: AgentSpec) -> Any:
+        """Start *child* under *supervisor*; a top-level agent inside its own supervisor.
+
+        Issue 10, item 1: the wrapper is a *temporary* child of the root, so the root
+        never restarts it and never counts its exit: an agent restarted past its own
+        intensity fails only its wrapper (``escalated``, recorded as ``given_up``).
+        """
+        if supervisor is not self.rt.root:
+            return await supervisor.start_child(child)
+        s = self.settings
+        permanent = child.restart is Restart.PERMANENT
+        initial = s.agent_backoff_initial if spec.backoff_initial is None else spec.backoff_initial
+        ceiling = s.agent_backoff_max if spec.backoff_max is None else spec.backoff_max
+        wrapper = supervisor_spec(
+            wrapper_id(spec.id),
+            # A non-permanent agent is significant: once it ends for good, so does its
+            # wrapper (OTP's auto_shutdown), and nothing empty is left in the tree.
+            [child if permanent else dataclasses.replace(child, significant=True)],
+            max_restarts=s.agent_max_restarts if spec.max_restarts is None else spec.max_restarts,
+            max_seconds=s.agent_max_seconds if spec.max_seconds is None else spec.max_seconds,
+            backoff=Backoff(initial=initial, maximum=max(ceiling, initial)) if initial else None,
+            auto_shutdown=AutoShutdown.NEVER if permanent else AutoShutdown.ANY_SIGNIFICANT,
+            restart=Restart.TEMPORARY,
+        )
+        self._wrappers[wrapper_id(spec.id)] = spec.id
+        await supervisor.start_child(wrapper)
+        return self.rt.whereis(spec.id)
 
     def _prepare(
         self, spec: AgentSpec, parent_agent: str, request_id: str | None
@@ -272,6 +354,7 @@ class AgentService:
             parent_id=parent_id,
             default_runner=self.settings.default_runner,
             log_max_bytes=self.settings.log_max_bytes,
+            token=self.token,
         )
         self.journal.add_agent(
             spec.id,
@@ -351,6 +434,9 @@ class AgentService:
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         """Keep the journal's agent rows in step with the runtime's events."""
         agent_id = fields.get("agent_id")
+        if event == "escalated" and self._wrappers.get(agent_id or "") == fields.get("child_id"):
+            self._gave_up(fields)
+            return
         if agent_id is None or fields.get("kind") != "worker":
             return
         if event == "spawned":
@@ -379,15 +465,46 @@ class AgentService:
             )
         elif event in ("exited", "terminated", "timed_out"):
             outcome = fields.get("outcome", "error")
+            reason = fields.get("reason")
+            if self._closing and event == "terminated":
+                reason = "coordinator shutdown"  # issue 10, item 6: not a crash
             self.journal.update_agent(
                 agent_id,
                 state=AgentState.ended(outcome),
                 outcome=outcome,
-                reason=fields.get("reason"),
+                reason=reason,
                 ended_at=time.time(),
             )
         elif event == "restarted":
             self.journal.update_agent(agent_id, restarts=fields.get("restarts", 0))
+
+    def _gave_up(self, fields: dict[str, Any]) -> None:
+        """A top-level agent restarted past its own intensity: record it, say so."""
+        agent_id = fields["child_id"]
+        row = self.journal.agent(agent_id) or {}
+        reason = (
+            f"restarted more than {fields.get('max_restarts')} times in"
+            f" {fields.get('max_seconds')} s; last exit: {fields.get('reason') or 'unknown'}"
+        )
+        self.journal.update_agent(
+            agent_id, state=AgentState.GIVEN_UP, reason=reason, ended_at=time.time()
+        )
+        self.rt.events.emit(
+            "gave_up",
+            agent_id=agent_id,
+            reason=reason,
+            exit_code=row.get("exit_code"),
+            signal=row.get("signal"),
+            restarts=row.get("restarts"),
+        )
+
+
+def wrapper_id(agent_id: str) -> str:
+    """The id of a top-level agent's own supervisor (a valid id, whatever the agent's)."""
+    if len(agent_id) <= 117:
+        return f"{agent_id}.supervisor"
+    digest = hashlib.sha256(agent_id.encode()).hexdigest()[:8]
+    return f"{agent_id[:100]}.supervisor-{digest}"
 
 
 def reply(
@@ -420,7 +537,13 @@ def not_found(request: DeploymentRequest, agent_id: str) -> DeploymentResponse:
     )
 
 
-def _cause(exc: BaseException) -> str:
-    if isinstance(exc, StartError):
-        return describe(exc.reason)
-    return describe(exc)
+def _cause(exc: BaseException | str) -> str:
+    """What really failed: through start errors (a wrapper's wraps its agent's) and
+    exception groups of one."""
+    while True:
+        if isinstance(exc, StartError):
+            exc = exc.reason
+        elif isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        else:
+            return describe(exc)

@@ -6,7 +6,7 @@ Precedence, highest first: explicit values (CLI flags), environment, TOML file, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     log_max_bytes: int = Field(default=10 * 2**20, ge=1024, description="Agent log cap")
     polling: bool = Field(default=False, description="Poll instead of inotify")
     recovery_grace: float = Field(default=2.0, ge=0, description="Grace for stray processes")
+    # -- issue 10 (containment) --
+    agent_max_restarts: int = Field(default=5, ge=0, description="Per-agent restart limit")
+    agent_max_seconds: float = Field(default=60.0, gt=0, description="...within seconds")
+    agent_backoff_initial: float = Field(default=0.1, ge=0, description="First restart delay")
+    agent_backoff_max: float = Field(default=5.0, ge=0, description="Restart delay ceiling")
+    subreaper: bool = Field(default=True, description="serve: become the child subreaper")
+    durability: Literal["full", "fast"] = Field(
+        default="full", description="full: changes are fsynced before they are answered"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -166,6 +166,16 @@ class AgentSpec(_Model):
     shutdown: ShutdownField = Field(default=5.0, description="Graceful stop seconds")
     max_children: int | None = Field(default=None, ge=0, description="Live children cap")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment")
+    # Issue 10, item 1: the agent's own restart intensity and backoff (None: the
+    # coordinator's defaults). Past its intensity an agent is given up, alone.
+    max_restarts: int | None = Field(
+        default=None, ge=0, description="Restarts allowed within max_seconds"
+    )
+    max_seconds: float | None = Field(default=None, gt=0, description="Intensity window")
+    backoff_initial: float | None = Field(
+        default=None, ge=0, description="Seconds before the first restart in a window"
+    )
+    backoff_max: float | None = Field(default=None, ge=0, description="Backoff ceiling")
 
     @field_validator("env")
     @classmethod
