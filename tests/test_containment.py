@@ -127,6 +127,28 @@ async def test_restarts_back_off_by_default(work: Path, tmp_path: Path) -> None:
         await client.terminate_agent("own")
 
 
+async def test_terminate_during_backoff_ends_the_agent(work: Path, tmp_path: Path) -> None:
+    """Item 1: an agent waiting out its restart backoff is terminated for good."""
+    home = tmp_path / "home"
+    events = Events()
+    async with (
+        coordinator(home) as (rt, coord),
+        AgentDeploymentClient(home / "agent-queue") as client,
+    ):
+        with rt.events.listen(events):
+            spec = agent_spec("slowpoke", work, restart="permanent", command=FLAPPER)
+            spec["backoff_initial"] = 60
+            await client.deploy_agent(AgentSpec.model_validate(spec))
+            await events.wait("exited", "slowpoke")
+            answer = await client.terminate_agent("slowpoke")
+            assert answer.status == "terminated"
+            assert "slowpoke.supervisor" not in rt
+            detail = coord.service.agent_detail("slowpoke")
+            assert detail is not None
+            assert detail["state"] == "terminated"
+            assert len(events.of("spawned", "slowpoke")) == 1
+
+
 def test_a_permanent_agent_kill_9ed_past_its_limit_spares_the_coordinator(
     tmp_path: Path, work: Path
 ) -> None:

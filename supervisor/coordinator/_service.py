@@ -224,7 +224,13 @@ class AgentService:
     async def terminate(self, request: DeploymentRequest) -> DeploymentResponse:
         agent_id = request.target_agent_id
         assert agent_id is not None
-        if agent_id not in self.rt or self.rt.info(agent_id).state is ChildState.STOPPED:
+        wrapper = wrapper_id(agent_id)
+        ours = self._wrappers.get(wrapper) == agent_id and wrapper in self.rt
+        # An agent waiting out its restart backoff is not running, yet still supervised:
+        # terminating it ends its own supervisor, so it is not started again (item 1).
+        if not ours and (
+            agent_id not in self.rt or self.rt.info(agent_id).state is ChildState.STOPPED
+        ):
             row = self.journal.agent(agent_id)
             if row is None:
                 return not_found(request, agent_id)
@@ -237,9 +243,16 @@ class AgentService:
                 code="not_running",
             )
         handle = self.rt.whereis(agent_id)
-        wrapper = wrapper_id(agent_id)
         # A top-level agent goes with its own supervisor (item 1), or that would linger.
-        await self.rt.terminate(wrapper if self._wrappers.get(wrapper) == agent_id else agent_id)
+        await self.rt.terminate(wrapper if ours else agent_id)
+        if handle is None:  # it was between incarnations: no event records the stop
+            self.journal.update_agent(
+                agent_id,
+                state=AgentState.TERMINATED,
+                outcome="shutdown",
+                reason="terminated while waiting to be restarted",
+                ended_at=time.time(),
+            )
         stop = handle.last_stop if isinstance(handle, ProcessHandle) else None
         return reply(
             request,
