@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -10,10 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actors import log_path_for, process_spec
-from supervisor import ChildSpec, Restart, Shutdown, ZiggieError
+from supervisor import (
+    AutoShutdown,
+    Backoff,
+    ChildSpec,
+    Restart,
+    Shutdown,
+    ZiggieError,
+    supervisor_spec,
+)
 from supervisor.protocol import DIRECTORIES, AgentSpec, definition_text, write_atomic
 
+from ._replies import wrapper_id
 from ._runners import Runner, resolve_argv
+from ._settings import Settings
 
 
 class AgentRefused(ZiggieError, ValueError):
@@ -153,4 +164,29 @@ def agent_child_spec(
         level=spec.level,
         meta={"name": spec.name},
         token=token,
+    )
+
+
+def contained_spec(child: ChildSpec, spec: AgentSpec, settings: Settings) -> ChildSpec:
+    """A top-level agent's own supervisor, with *child* (the agent) its only child.
+
+    Issue 10, item 1: its intensity and backoff are the agent's (spec fields, else the
+    coordinator's settings), and it is *temporary*: its parent, the coordinator's root,
+    never restarts it and never counts its exit against its own intensity. An agent
+    restarted too often fails only this supervisor.
+    """
+    s = settings
+    permanent = child.restart is Restart.PERMANENT
+    initial = s.agent_backoff_initial if spec.backoff_initial is None else spec.backoff_initial
+    ceiling = s.agent_backoff_max if spec.backoff_max is None else spec.backoff_max
+    return supervisor_spec(
+        wrapper_id(spec.id),
+        # A non-permanent agent is significant: once it ends for good, so does its
+        # supervisor (OTP's auto_shutdown), and nothing empty is left in the tree.
+        [child if permanent else dataclasses.replace(child, significant=True)],
+        max_restarts=s.agent_max_restarts if spec.max_restarts is None else spec.max_restarts,
+        max_seconds=s.agent_max_seconds if spec.max_seconds is None else spec.max_seconds,
+        backoff=Backoff(initial=initial, maximum=max(ceiling, initial)) if initial else None,
+        auto_shutdown=AutoShutdown.NEVER if permanent else AutoShutdown.ANY_SIGNIFICANT,
+        restart=Restart.TEMPORARY,
     )

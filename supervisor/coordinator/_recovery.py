@@ -12,7 +12,8 @@ import time
 
 from supervisor import Restart, ZiggieError
 
-from ._service import AgentService, _cause
+from ._replies import cause
+from ._service import AgentService
 from ._states import AgentState
 from ._strays import stop_strays
 
@@ -49,7 +50,7 @@ async def recover_agents(service: AgentService) -> None:
             await service.redeploy(row["agent_id"])
         except (ZiggieError, ValueError) as exc:
             # Issue 10, item 2: reported, not swallowed: an event, and the journal's reason.
-            reason = f"redeploy after recovery failed: {_cause(exc)}"
+            reason = f"redeploy after recovery failed: {cause(exc)}"
             service.journal.update_agent(
                 row["agent_id"], state=AgentState.FAILED, reason=reason, ended_at=time.time()
             )

@@ -9,8 +9,6 @@ them, gets the recorded answer and is never executed twice.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,13 +16,10 @@ from typing import Any
 
 import anyio
 
-from actors import ProcessHandle, new_token, process_start_time, token
+from actors import ProcessHandle, new_token, token
 from supervisor import (
-    AutoShutdown,
-    Backoff,
     ChildSpec,
     ChildState,
-    Restart,
     Runtime,
     StartError,
     Supervisor,
@@ -32,13 +27,13 @@ from supervisor import (
     ZiggieError,
     describe,
     is_valid_id,
-    supervisor_spec,
 )
-from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, ErrorCode
+from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse
 
-from . import _nesting
-from ._agents import AgentHome, AgentRefused, agent_child_spec
+from . import _nesting, _record
+from ._agents import AgentHome, AgentRefused, agent_child_spec, contained_spec
 from ._journal import Journal
+from ._replies import cause, not_found, reply, wrapper_id
 from ._runners import Runner, default_runners
 from ._settings import Settings
 from ._states import AgentState
@@ -184,13 +179,13 @@ class AgentService:
             try:
                 handle = await self._start(supervisor, child, spec)
             except (StartError, SupervisorError) as exc:
-                self.journal.update_agent(spec.id, state=AgentState.FAILED, reason=_cause(exc))
+                self.journal.update_agent(spec.id, state=AgentState.FAILED, reason=cause(exc))
                 return reply(
                     request,
                     "failed",
                     spec.id,
                     "Deployment failed",
-                    error=_cause(exc),
+                    error=cause(exc),
                     code="start_failed",
                 )
         finally:
@@ -283,7 +278,7 @@ class AgentService:
                 "failed",
                 agent_id,
                 "Restart failed",
-                error=_cause(exc),
+                error=cause(exc),
                 code="refused" if isinstance(exc, AgentRefused) else "start_failed",
             )
         if handle is None:
@@ -336,21 +331,7 @@ class AgentService:
         """
         if supervisor is not self.rt.root:
             return await supervisor.start_child(child)
-        s = self.settings
-        permanent = child.restart is Restart.PERMANENT
-        initial = s.agent_backoff_initial if spec.backoff_initial is None else spec.backoff_initial
-        ceiling = s.agent_backoff_max if spec.backoff_max is None else spec.backoff_max
-        wrapper = supervisor_spec(
-            wrapper_id(spec.id),
-            # A non-permanent agent is significant: once it ends for good, so does its
-            # wrapper (OTP's auto_shutdown), and nothing empty is left in the tree.
-            [child if permanent else dataclasses.replace(child, significant=True)],
-            max_restarts=s.agent_max_restarts if spec.max_restarts is None else spec.max_restarts,
-            max_seconds=s.agent_max_seconds if spec.max_seconds is None else spec.max_seconds,
-            backoff=Backoff(initial=initial, maximum=max(ceiling, initial)) if initial else None,
-            auto_shutdown=AutoShutdown.NEVER if permanent else AutoShutdown.ANY_SIGNIFICANT,
-            restart=Restart.TEMPORARY,
-        )
+        wrapper = contained_spec(child, spec, self.settings)
         self._wrappers[wrapper_id(spec.id)] = spec.id
         await supervisor.start_child(wrapper)
         return self.rt.whereis(spec.id)
@@ -398,165 +379,16 @@ class AgentService:
         _nesting.check_top_level(spec, parent_agent)
         return self.rt.root, None
 
-    # -- views -----------------------------------------------------------------------
+    # -- views and the journal's record (see ._record) --------------------------------
 
     def agent_detail(self, agent_id: str) -> dict[str, Any] | None:
         """Everything known of *agent_id*: the journal's record merged with the live tree."""
-        row = self.journal.agent(agent_id)
-        if row is None:
-            return None
-        detail: dict[str, Any] = {
-            "agent_id": agent_id,
-            "name": row["spec"].get("name"),
-            "level": row["level"],
-            "parent_id": row["parent_id"],
-            "state": row["state"],
-            "pid": row["pid"],
-            "exit_code": row["exit_code"],
-            "signal": row["signal"],
-            "outcome": row["outcome"],
-            "reason": row["reason"],
-            "restarts": row["restarts"],
-            "incarnation": row["incarnation"],
-            "started_at": row["started_at"],
-            "ended_at": row["ended_at"],
-            "log": row["log"],
-            "restart": row["restart"],
-            # Every child ever recorded (indexed query); live children replace it below.
-            "children": self.journal.children_of(agent_id),
-        }
-        if agent_id in self.rt:
-            info = self.rt.info(agent_id)
-            detail["path"] = info.path
-            handle = self.rt.whereis(agent_id)
-            if isinstance(handle, ProcessHandle) and info.state is ChildState.RUNNING:
-                detail["state"] = AgentState.RUNNING
-                detail["pid"] = handle.pid
-                detail["uptime"] = round(time.time() - handle.started_at, 3)
-                detail.update(handle.usage())
-                if handle.supervisor is not None:  # a running agent: its live children
-                    detail["children"] = [c.id for c in handle.supervisor.which_children()]
-        return detail
+        return _record.agent_detail(self, agent_id)
 
     def tree(self) -> dict[str, Any]:
         """The live supervision tree (every node, agents and their supervisors)."""
         return self.rt.tree()
 
-    # -- the journal's view of lifecycle events ----------------------------------------
-
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         """Keep the journal's agent rows in step with the runtime's events."""
-        agent_id = fields.get("agent_id")
-        if event == "escalated" and self._wrappers.get(agent_id or "") == fields.get("child_id"):
-            self._gave_up(fields)
-            return
-        if agent_id is None or fields.get("kind") != "worker":
-            return
-        if event == "spawned":
-            pid = fields["pid"]
-            self.journal.update_agent(
-                agent_id,
-                pid=pid,
-                pid_start=process_start_time(pid),
-                log=fields.get("log"),
-                incarnation=fields.get("incarnation", 0),
-            )
-        elif event == "started":
-            self.journal.update_agent(
-                agent_id,
-                state=AgentState.RUNNING,
-                started_at=time.time(),
-                ended_at=None,
-                exit_code=None,
-                signal=None,
-                outcome=None,
-                reason=None,
-            )
-        elif event in ("process_exited", "process_stopped"):
-            self.journal.update_agent(
-                agent_id, exit_code=fields.get("exit_code"), signal=fields.get("signal")
-            )
-        elif event in ("exited", "terminated", "timed_out"):
-            outcome = fields.get("outcome", "error")
-            reason = fields.get("reason")
-            if self._closing and event == "terminated":
-                reason = "coordinator shutdown"  # issue 10, item 6: not a crash
-            self.journal.update_agent(
-                agent_id,
-                state=AgentState.ended(outcome),
-                outcome=outcome,
-                reason=reason,
-                ended_at=time.time(),
-            )
-        elif event == "restarted":
-            self.journal.update_agent(agent_id, restarts=fields.get("restarts", 0))
-
-    def _gave_up(self, fields: dict[str, Any]) -> None:
-        """A top-level agent restarted past its own intensity: record it, say so."""
-        agent_id = fields["child_id"]
-        row = self.journal.agent(agent_id) or {}
-        reason = (
-            f"restarted more than {fields.get('max_restarts')} times in"
-            f" {fields.get('max_seconds')} s; last exit: {fields.get('reason') or 'unknown'}"
-        )
-        self.journal.update_agent(
-            agent_id, state=AgentState.GIVEN_UP, reason=reason, ended_at=time.time()
-        )
-        self.rt.events.emit(
-            "gave_up",
-            agent_id=agent_id,
-            reason=reason,
-            exit_code=row.get("exit_code"),
-            signal=row.get("signal"),
-            restarts=row.get("restarts"),
-        )
-
-
-def wrapper_id(agent_id: str) -> str:
-    """The id of a top-level agent's own supervisor (a valid id, whatever the agent's)."""
-    if len(agent_id) <= 117:
-        return f"{agent_id}.supervisor"
-    digest = hashlib.sha256(agent_id.encode()).hexdigest()[:8]
-    return f"{agent_id[:100]}.supervisor-{digest}"
-
-
-def reply(
-    request: DeploymentRequest,
-    status: str,
-    agent_id: str,
-    message: str,
-    *,
-    code: ErrorCode | None = None,
-    **fields: Any,
-) -> DeploymentResponse:
-    return DeploymentResponse(
-        request_id=request.request_id,
-        status=status,  # type: ignore[arg-type]
-        agent_id=agent_id,
-        message=message,
-        code=code,
-        **fields,
-    )
-
-
-def not_found(request: DeploymentRequest, agent_id: str) -> DeploymentResponse:
-    return reply(
-        request,
-        "failed",
-        agent_id,
-        "Agent not found",
-        error=f"No agent with ID {agent_id}",
-        code="not_found",
-    )
-
-
-def _cause(exc: BaseException | str) -> str:
-    """What really failed: through start errors (a wrapper's wraps its agent's) and
-    exception groups of one."""
-    while True:
-        if isinstance(exc, StartError):
-            exc = exc.reason
-        elif isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]
-        else:
-            return describe(exc)
+        _record.on_event(self, event, fields)
