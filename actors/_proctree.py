@@ -148,6 +148,9 @@ class ProcessTree:
         )
         self.pid = self.popen.pid
         self.pgid = self.pid
+        leader = read_stat(self.pid)
+        #: The leader's start time (clock ticks): every process of the agent starts later.
+        self.start = leader.start if leader is not None else 0
         self._pidfd: int | None = pidfd_open(self.pid)
         _live_groups[self.pgid] = agent_id
         _watchdog.watch(self.pgid, self.token)
@@ -212,11 +215,12 @@ class ProcessTree:
         _see(tree, stats)
         found = {pid for pid in tree if not stats[pid].zombie}
         others = {g for g, a in _live_groups.items() if a != self.agent_id}
-        # Not the subreaper: an escapee re-parented to init, anywhere in /proc.
+        # Not the subreaper: an escapee re-parented to init, anywhere in /proc; only one
+        # born after the agent's leader can be the agent's (the host's old ones are not).
         maybe = descendants(stats, me) if _subreaper else set(stats) - {me}
         for pid in maybe:
             st = stats[pid]
-            if pid in found or st.zombie or st.pgid in others:
+            if pid in found or st.zombie or st.pgid in others or st.start < self.start:
                 continue
             if has_marker(pid, self.agent_id, self.token):
                 found.add(pid)
