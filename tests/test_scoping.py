@@ -18,11 +18,12 @@ import anyio
 import psutil
 import pytest
 
-from actors import ProcessHandle, process_spec
+from actors import ProcessHandle, process_spec, process_start_time
 from actors import _proctree as proctree
 from actors._procfs import read_stat
 from actors._watchdog import TOKEN_VAR
-from supervisor import AgentSpec, Shutdown, SyncAgentDeploymentClient, open_runtime
+from supervisor import AgentSpec, Shutdown, SyncAgentDeploymentClient, no_events, open_runtime
+from supervisor.coordinator import AgentService, Settings, open_coordinator
 
 from .helpers import marked, recording
 from .queue_helpers import agent_spec, reap_descendants, serve_process
@@ -285,3 +286,58 @@ async def test_a_stop_that_cannot_kill_gives_up_and_says_what_is_left(
             assert handle.last_stop.left == [handle.pid]
             os.kill(handle.pid, signal.SIGKILL)  # the test's own cleanup, for real
             handle.tree.popen.wait()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_stray_sweep_that_cannot_kill_gives_up_and_says_what_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recovery's stray sweep is bounded too: a stray of this home that SIGKILL cannot end
+    (the same fake: dropped at the OS boundary) is named in a ``strays_left`` event."""
+    home, work, ready = tmp_path / "home", tmp_path / "work", tmp_path / "ready"
+    work.mkdir()
+    # A predecessor that crashed: its journal believes "stuck" alive, and it is.
+    async with open_runtime(events=no_events()) as rt:
+        predecessor = AgentService(rt, Settings(home=home))
+        spec = AgentSpec.model_validate(agent_spec("stuck", work))
+        predecessor.journal.add_agent(
+            "stuck",
+            spec.model_dump_json(),
+            parent_id=None,
+            level="L1",
+            request_id=None,
+            restart="temporary",
+        )
+        env = {**os.environ, "ZIGGIE_AGENT_ID": "stuck", TOKEN_VAR: predecessor.token}
+        proc = subprocess.Popen(
+            [sys.executable, BEHAVE, "ignore_term", str(ready)], env=env, start_new_session=True
+        )
+        _wait(ready.exists, "the stray to be ready")
+        predecessor.journal.update_agent(
+            "stuck", state="running", pid=proc.pid, pid_start=process_start_time(proc.pid)
+        )
+        predecessor.close()  # no clean stop recorded: a crash
+
+    real_kill = os.kill
+
+    def no_kill(pid: int, sig: int) -> None:
+        if not (pid == proc.pid and sig == signal.SIGKILL):
+            real_kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", no_kill)
+    monkeypatch.setattr(proctree, "_KILL_WAIT", 0.05)
+    try:
+        with recording() as (events, seen):
+            async with open_runtime(events=events) as rt:
+                with anyio.fail_after(20):
+                    async with open_coordinator(rt, Settings(home=home, recovery_grace=0.1)):
+                        pass
+        left = [f for n, f in seen if n == "strays_left"]
+        assert [f["pids"] for f in left] == [[proc.pid]]
+        recovered = [f for n, f in seen if n == "agent_recovered"]
+        assert recovered[0]["stopped_pids"] == [proc.pid]
+    finally:
+        monkeypatch.undo()
+        os.kill(proc.pid, signal.SIGKILL)  # the test's own cleanup, for real
+        proc.wait()
