@@ -8,7 +8,14 @@ from ._function import function_spec
 from ._mailbox import Actor, ActorRef, Mailbox, actor_spec
 from ._process import ProcessExit, ProcessHandle, SpawnError, process_spec
 from ._procfs import Marked, has_marker, marked_processes, process_start_time
-from ._proctree import StopReport, become_subreaper, log_path_for, stop_processes
+from ._proctree import (
+    StopReport,
+    become_subreaper,
+    is_subreaper,
+    log_path_for,
+    stop_processes,
+)
+from ._watchdog import new_token, token
 
 __all__ = [
     "Actor",
@@ -23,9 +30,12 @@ __all__ = [
     "become_subreaper",
     "function_spec",
     "has_marker",
+    "is_subreaper",
     "log_path_for",
     "marked_processes",
+    "new_token",
     "process_spec",
     "process_start_time",
     "stop_processes",
+    "token",
 ]

@@ -21,7 +21,7 @@ from supervisor import (
 )
 
 from ._logfile import RotatingLog, pump
-from ._proctree import ProcessTree, StopReport
+from ._proctree import _KILL_ROUNDS, ProcessTree, StopReport
 
 #: How long output may keep draining once the whole tree is verified gone.
 _DRAIN_SECONDS = 5.0
@@ -82,6 +82,7 @@ def process_spec(
     nested: bool = False,
     max_children: int | None = None,
     meta: Mapping[str, Any] | None = None,
+    token: str | None = None,
     **options: Unpack[SpecOptions],
 ) -> ChildSpec:
     """A child spec that runs *argv* (exactly, no shell) as a supervised process tree.
@@ -91,6 +92,7 @@ def process_spec(
     SIGTERM to its tree, waits up to the shutdown grace, SIGKILLs what is left, and
     returns only once no process of the tree remains. With ``nested=True`` the node also
     hosts a supervisor (``handle.supervisor``) for sub-agents, which stop before it does.
+    *token* is the runtime token its processes carry (default: this process's).
     """
     argv = list(argv)
     if not argv or not argv[0]:
@@ -115,6 +117,7 @@ def process_spec(
             definition_path,
             nested,
             max_children,
+            token,
         )
 
     return ChildSpec(id=id, start=start, meta=dict(meta or {}), **options)
@@ -131,6 +134,7 @@ async def _run_process(
     definition_path: Path | None,
     nested: bool,
     max_children: int | None,
+    token: str | None = None,
 ) -> None:
     log = RotatingLog(log_path, max_bytes=log_max_bytes, backups=log_backups) if log_path else None
     read_fd, write_fd = os.pipe() if log else (None, None)
@@ -141,6 +145,7 @@ async def _run_process(
             cwd=cwd,
             env=env,
             stdout=write_fd if write_fd is not None else None,
+            token=token,
         )
     except OSError as exc:
         if read_fd is not None:
@@ -218,6 +223,8 @@ async def _stop(
         )
     if report.killed:
         ctx.emit("killed", pid=tree.pid, pids=report.killed)
+    if report.left:  # issue 9, item 5: a bounded stop says what it could not kill
+        ctx.emit("stop_gave_up", pid=tree.pid, left=report.left, rounds=_KILL_ROUNDS)
 
 
 async def _drain(scope: anyio.CancelScope, read_fd: int, log: RotatingLog) -> None:

@@ -23,6 +23,7 @@ class Stat:
     ppid: int
     pgid: int
     zombie: bool
+    start: int = 0  #: start time in clock ticks since boot: with the pid, one process
 
 
 def read_stat(pid: int) -> Stat | None:
@@ -38,7 +39,7 @@ def read_stat(pid: int) -> Stat | None:
         os.close(fd)
     # The command name may contain spaces and parentheses: split after the last ')'.
     fields = data[data.rindex(b")") + 2 :].split()
-    return Stat(pid, int(fields[1]), int(fields[2]), fields[0] == b"Z")
+    return Stat(pid, int(fields[1]), int(fields[2]), fields[0] == b"Z", int(fields[19]))
 
 
 def all_stats() -> dict[int, Stat]:
@@ -102,14 +103,15 @@ def descendants(stats: Mapping[int, Stat], root: int) -> set[int]:
     return found
 
 
-def has_marker(pid: int, agent_id: str) -> bool:
-    """True if process *pid* was started with ``ZIGGIE_AGENT_ID=agent_id``."""
+def has_marker(pid: int, agent_id: str, token: str | None = None) -> bool:
+    """True if process *pid* was started with ``ZIGGIE_AGENT_ID=agent_id`` (and, given a
+    *token*, ``ZIGGIE_RUNTIME=token``: the same id under another runtime is not ours)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             env = f.read()
     except OSError:
         return False
-    return env_has(env, MARKER, agent_id)
+    return env_has(env, MARKER, agent_id) and (token is None or env_has(env, TOKEN_VAR, token))
 
 
 def pidfd_open(pid: int) -> int | None:

@@ -49,6 +49,11 @@ from ._procfs import (
 
 _PR_SET_CHILD_SUBREAPER: Final = 36
 
+#: SIGKILL rounds a stop tries before it reports what it could not kill (issue 9, item 5).
+_KILL_ROUNDS: Final = 5
+#: Seconds each SIGKILL round waits for its processes to go.
+_KILL_WAIT: Final = 1.0
+
 _libc: ctypes.CDLL | None = None
 _subreaper = False
 
@@ -63,19 +68,39 @@ def _prctl(option: int, arg: int) -> bool:
 
 
 def become_subreaper() -> bool:
-    """Make this process the child subreaper of its descendants (Linux; idempotent)."""
+    """Make this process the child subreaper of its descendants (Linux; idempotent).
+
+    An explicit choice of the host (issue 10, item 7), never a side effect of spawning:
+    a subreaper inherits every orphan of its subtree, the host's own included. ``ziggie
+    serve`` makes it by default (setting ``subreaper``). Without it, a stop still finds
+    an agent's escapees by their marker and runtime token across ``/proc`` (a full scan
+    instead of two child lists), but what they leave as zombies is init's to reap.
+    """
     global _subreaper
     if not _subreaper:
         _subreaper = _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     return _subreaper
 
 
+def is_subreaper() -> bool:
+    """True once :func:`become_subreaper` succeeded in this process."""
+    return _subreaper
+
+
 #: Process groups of live agents, so a sweep reads the environment only of processes that
 #: belong to no known agent group (the escapees), not of every descendant.
 _live_groups: dict[int, str] = {}
-#: Every pid ever seen as an agent's member: only these are ours to reap, so a host
-#: application's own subprocesses keep their exit statuses.
-_seen: set[int] = set()
+#: Every process ever seen as an agent's member, pid -> start time: only these are ours
+#: to reap, so a host application's own subprocesses keep their exit statuses, also
+#: when one of them gets a pid an agent's process once had (issue 10, item 7).
+_seen: dict[int, int] = {}
+
+
+def _see(pids: Iterable[int], stats: Mapping[int, Stat] | None = None) -> None:
+    for pid in pids:
+        st = stats.get(pid) if stats is not None else read_stat(pid)
+        if st is not None:
+            _seen[pid] = st.start
 
 
 @dataclass(slots=True)
@@ -100,13 +125,16 @@ class ProcessTree:
         cwd: str | os.PathLike[str],
         env: Mapping[bytes, bytes],
         stdout: int | IO[bytes] | None,
+        token: str | None = None,
     ) -> None:
-        become_subreaper()
         self.agent_id = agent_id
+        #: The runtime token its processes carry (``ZIGGIE_RUNTIME``): a coordinator
+        #: passes its home's, so a successor finds them (issue 10, item 4).
+        self.token = token or _watchdog.token()
         full_env = {
             **env,
             MARKER.encode(): agent_id.encode(),
-            _watchdog.TOKEN_VAR.encode(): _watchdog.token().encode(),
+            _watchdog.TOKEN_VAR.encode(): self.token.encode(),
         }
         # No preexec_fn: it would force fork over vfork (12x slower spawns, measured).
         self.popen = subprocess.Popen(
@@ -120,9 +148,12 @@ class ProcessTree:
         )
         self.pid = self.popen.pid
         self.pgid = self.pid
+        leader = read_stat(self.pid)
+        #: The leader's start time (clock ticks): every process of the agent starts later.
+        self.start = leader.start if leader is not None else 0
         self._pidfd: int | None = pidfd_open(self.pid)
         _live_groups[self.pgid] = agent_id
-        _watchdog.watch(self.pgid)
+        _watchdog.watch(self.pgid, self.token)
         self.returncode: int | None = None
 
     async def wait(self) -> int:
@@ -160,14 +191,18 @@ class ProcessTree:
             st = read_stat(pid)
             if st is None or st.zombie:
                 continue
-            if pid in ours or st.pgid == self.pgid or has_marker(pid, self.agent_id):
+            if pid in ours or st.pgid == self.pgid or has_marker(pid, self.agent_id, self.token):
                 found.add(pid)
-        _seen.update(found)
+                _seen[pid] = st.start
         return found
 
     def live_members(self) -> set[int]:
-        """The agent's live processes, by the cheapest sound means this kernel offers."""
-        return self._quick_members() if CHILD_LISTS else self.members()
+        """The agent's live processes, by the cheapest sound means this kernel offers.
+
+        The child lists of the leader and of ourselves see everything only when we are
+        the subreaper; otherwise escapees live under init, and only a full scan finds them.
+        """
+        return self._quick_members() if CHILD_LISTS and _subreaper else self.members()
 
     def members(self, stats: Mapping[int, Stat] | None = None) -> set[int]:
         """Every live process of this agent: its group, its descendants, marked escapees."""
@@ -177,16 +212,19 @@ class ProcessTree:
         tree = {pid for pid, st in stats.items() if st.pgid == self.pgid}
         tree |= descendants(stats, self.pid)
         # Zombies are dead but ours to reap once they re-parent to us (double fork).
-        _seen.update(tree)
+        _see(tree, stats)
         found = {pid for pid in tree if not stats[pid].zombie}
         others = {g for g, a in _live_groups.items() if a != self.agent_id}
-        for pid in descendants(stats, me):
+        # Not the subreaper: an escapee re-parented to init, anywhere in /proc; only one
+        # born after the agent's leader can be the agent's (the host's old ones are not).
+        maybe = descendants(stats, me) if _subreaper else set(stats) - {me}
+        for pid in maybe:
             st = stats[pid]
-            if pid in found or st.zombie or st.pgid in others:
+            if pid in found or st.zombie or st.pgid in others or st.start < self.start:
                 continue
-            if has_marker(pid, self.agent_id):
+            if has_marker(pid, self.agent_id, self.token):
                 found.add(pid)
-        _seen.update(found)
+        _see(found, stats)
         return found
 
     async def stop(self, grace: float) -> StopReport:
@@ -195,7 +233,9 @@ class ProcessTree:
         The group and the leader get SIGTERM at once; ``/proc`` is read again once the
         leader is gone, to find what remains (group members still dying, escapees).
         Runs to completion whatever the caller's cancellation (shielded): a half-done stop
-        is how orphans are made.
+        is how orphans are made. Bounded all the same (issue 9, item 5): after
+        ``_KILL_ROUNDS`` rounds of SIGKILL, what still lives (an unkillable process, in
+        uninterruptible sleep) is reported in ``report.left`` instead of waited for.
         """
         report = StopReport()
         t0 = time.perf_counter()
@@ -205,17 +245,21 @@ class ProcessTree:
             if self.returncode is None:
                 # Snapshot the tree while the leader lives: its zombie children (a double
                 # fork's middle process) cannot be recognised once they re-parent to us.
-                _seen.update(subtree(self.pid))
+                _see(subtree(self.pid))
                 report.terminated.append(self.pid)
                 self._signal((self.pid,), signal.SIGTERM if grace > 0 else signal.SIGKILL)
                 with anyio.move_on_at(deadline):
                     await self.wait()
+            rounds = 0
             while True:
-                # We are the subreaper: every process the agent ever had is still in our
+                # As the subreaper, every process the agent ever had is still in our
                 # subtree (under its leader, or re-parented to us), so walking the child
                 # lists of the leader and of ourselves sees all of it.
                 members = self.live_members()
                 if not members:
+                    break
+                if rounds >= _KILL_ROUNDS:
+                    report.left = sorted(members)
                     break
                 if anyio.current_time() < deadline:
                     fresh = members - signalled
@@ -225,11 +269,14 @@ class ProcessTree:
                     with anyio.move_on_at(deadline):
                         await wait_gone(members)
                 else:
+                    rounds += 1
                     report.killed = sorted(set(report.killed) | members)
                     self._signal(members, signal.SIGKILL)
-                    with anyio.move_on_after(1.0):
+                    with anyio.move_on_after(_KILL_WAIT):
                         await wait_gone(members)
-            await self.wait()
+            if self.pid not in report.left:
+                with anyio.move_on_after(_KILL_WAIT):
+                    await self.wait()
             reap_orphans()
         _live_groups.pop(self.pgid, None)
         _watchdog.unwatch(self.pgid)
@@ -274,24 +321,26 @@ def reap_orphans() -> list[int]:
     pids = children(me) if CHILD_LISTS else [st.pid for st in all_stats().values()]
     reaped = []
     for pid in pids:
-        if pid not in _seen or pid in _live_groups:
+        seen = _seen.get(pid)
+        if seen is None or pid in _live_groups:
             continue
         st = read_stat(pid)
-        if st is not None and st.zombie and st.ppid == me:
+        if st is None:
+            _seen.pop(pid, None)
+            continue
+        if st.start != seen:  # the pid was reused by a process we never saw start
+            continue
+        if st.zombie and st.ppid == me:
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(pid, os.WNOHANG)
                 reaped.append(pid)
-                _seen.discard(pid)
+                _seen.pop(pid, None)
     return reaped
 
 
 def log_path_for(log_dir: Path, agent_id: str) -> Path:
     """``<log_dir>/<agent_id>_<YYYYmmdd_HHMMSS>.log``, the seed's naming."""
     return log_dir / f"{agent_id}_{time.strftime('%Y%m%d_%H%M%S')}.log"
-
-
-#: SIGKILL rounds a stop of loose pids tries before it reports what it could not kill.
-_KILL_ROUNDS: Final = 5
 
 
 async def stop_processes(pids: Iterable[int], grace: float) -> StopReport:
@@ -320,7 +369,7 @@ async def stop_processes(pids: Iterable[int], grace: float) -> StopReport:
                 report.killed = sorted(set(report.killed) | alive)
             elif alive:
                 report.killed = sorted(alive)
-            sig, wait = signal.SIGKILL, 1.0
+            sig, wait = signal.SIGKILL, _KILL_WAIT
         report.left = sorted(alive)
     report.seconds = time.perf_counter() - t0
     return report

@@ -27,12 +27,35 @@ TOKEN_VAR = "ZIGGIE_RUNTIME"
 
 _lock = threading.Lock()
 _proc: subprocess.Popen[bytes] | None = None
-_token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+_token: str | None = None
+#: Every token this process's agents were started with: the watchdog sweeps them all.
+_tokens: set[str] = set()
+
+
+def new_token(parent: str | None = None) -> str:
+    """A fresh token; under *parent* it is ``<parent>.<fresh>``, a member of its family."""
+    fresh = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return f"{parent}.{fresh}" if parent else fresh
 
 
 def token() -> str:
-    """This runtime process's token; every agent inherits it as ``ZIGGIE_RUNTIME``."""
+    """This runtime process's default token; agents inherit theirs as ``ZIGGIE_RUNTIME``.
+
+    Made on first use. A process that itself runs under a token (``ZIGGIE_RUNTIME`` in
+    its environment: an agent, or a test run that set one) gets a token of that family,
+    ``<inherited>.<fresh>``, never the inherited one itself: its watchdog's sweep must not
+    reach its parent's agents, while whoever owns the family can still recognise it by
+    prefix (issue 10, item 5: a test run checks only its own processes).
+    """
+    global _token
+    if _token is None:
+        _token = new_token(os.environ.get(TOKEN_VAR) or None)
     return _token
+
+
+def in_family(value: str | None, family: str) -> bool:
+    """True if token *value* is *family* or was made under it."""
+    return value is not None and (value == family or value.startswith(family + "."))
 
 
 def watchdog_pid() -> int | None:
@@ -45,13 +68,18 @@ def _ensure() -> subprocess.Popen[bytes]:
         if _proc is None or _proc.poll() is not None:
             env = {k: v for k, v in os.environ.items() if not k.startswith("ZIGGIE_")}
             _proc = subprocess.Popen(
-                [sys.executable, "-S", os.path.abspath(__file__), _token],
+                [sys.executable, "-S", os.path.abspath(__file__), token()],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # never inside an agent's group or our own
                 env=env,
             )
+            if _tokens:  # a watchdog started again must know every token still in use
+                assert _proc.stdin is not None
+                with contextlib.suppress(BrokenPipeError):
+                    _proc.stdin.write("".join(f"t{t}\n" for t in sorted(_tokens)).encode())
+                    _proc.stdin.flush()
         return _proc
 
 
@@ -63,8 +91,12 @@ def _send(line: str) -> None:
         proc.stdin.flush()
 
 
-def watch(pgid: int) -> None:
-    """Kill process group *pgid* if this runtime dies before :func:`unwatch`."""
+def watch(pgid: int, tok: str | None = None) -> None:
+    """Kill process group *pgid* if this runtime dies before :func:`unwatch`, and sweep
+    every process carrying *tok* (default: :func:`token`) then."""
+    if tok is not None and tok not in _tokens and tok != token():
+        _tokens.add(tok)
+        _send(f"t{tok}\n")
     _send(f"+{pgid}\n")
 
 
@@ -86,7 +118,7 @@ def env_has(env: bytes, name: str, value: str) -> bool:
     )
 
 
-def _marked(tok: str) -> list[int]:
+def _marked(toks: set[str]) -> list[int]:
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -96,7 +128,7 @@ def _marked(tok: str) -> list[int]:
                 env = f.read()
         except OSError:
             continue
-        if env_has(env, TOKEN_VAR, tok):
+        if any(env_has(env, TOKEN_VAR, tok) for tok in toks):
             found.append(int(name))
     return found
 
@@ -104,9 +136,12 @@ def _marked(tok: str) -> list[int]:
 def _main(tok: str) -> None:  # pragma: no cover - runs in the watchdog process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to the terminal is not for us
     groups: set[int] = set()
+    toks = {tok}
     for raw in sys.stdin.buffer:
         line = raw.decode().strip()
-        if line.startswith("+"):
+        if line.startswith("t"):
+            toks.add(line[1:])
+        elif line.startswith("+"):
             groups.add(int(line[1:]))
         elif line.startswith("-"):
             groups.discard(int(line[1:]))
@@ -115,7 +150,7 @@ def _main(tok: str) -> None:  # pragma: no cover - runs in the watchdog process
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
     for _ in range(50):
-        pids = [pid for pid in _marked(tok) if pid != os.getpid()]
+        pids = [pid for pid in _marked(toks) if pid != os.getpid()]
         if not pids:
             return
         for pid in pids:

@@ -9,7 +9,7 @@ import time
 import psutil
 import trio
 
-from actors import ProcessHandle, marked_processes, process_spec
+from actors import ProcessHandle, become_subreaper, marked_processes, process_spec
 from actors._watchdog import watchdog_pid
 from bench._table import ms, table, verdict
 from supervisor import Restart, no_events, open_runtime
@@ -50,6 +50,8 @@ async def one_cascade() -> tuple[float, int]:
 
 
 def main() -> None:
+    # As ``ziggie serve`` does by default: a host's explicit choice (issue 10, item 7).
+    become_subreaper()
     runs = [trio.run(one_cascade) for _ in range(5)]
     times = [t for t, _ in runs]
     left = max(n for _, n in runs)

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import trio
 
-from actors import process_spec
+from actors import become_subreaper, process_spec
 from actors._watchdog import watchdog_pid
 from bench._table import ms, table, verdict
 from supervisor import Restart, no_events, open_runtime, supervisor_spec
@@ -115,6 +115,8 @@ async def ours_restart() -> dict[str, float]:
 
 
 def main() -> None:
+    # As ``ziggie serve`` does by default: a host's explicit choice (issue 10, item 7).
+    become_subreaper()
     raw_sp = min(raw_spawn() for _ in range(3))
     raw_st, _ = raw_stop()
     ours: dict[str, Any] = trio.run(ours_spawn_and_stop)

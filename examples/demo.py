@@ -25,7 +25,7 @@ import anyio
 from rich.console import Console
 from rich.tree import Tree
 
-from actors import marked_processes
+from actors import marked_processes, token
 from supervisor import (
     AgentDeploymentClient,
     AgentSpec,
@@ -140,7 +140,14 @@ async def main() -> int:
                 answer = await client.terminate_agent("overwatch", timeout=60)
                 cascade = time.monotonic() - t_term
                 show_tree(coord, f"4. terminate overwatch: {answer.status}, whole tree stopped")
-        left = [p.pid for p in marked_processes() if p.agent_id in IDS]
+        # Ours only (this runtime's token and the tokens made under it): another demo may
+        # run on this host with the same ids.
+        mine = token()
+        left = [
+            p.pid
+            for p in marked_processes()
+            if p.agent_id in IDS and p.token and (p.token + ".").startswith(mine + ".")
+        ]
     counts: dict[str, int] = {}
     for name, _ in seen:
         counts[name] = counts.get(name, 0) + 1

@@ -1,4 +1,12 @@
-"""Shared fixtures: both anyio backends (trio on a MockClock), and a no-leftover-process check."""
+"""Shared fixtures: both anyio backends (trio on a MockClock), and a no-leftover-process check.
+
+The check owns only what this test run started (issue 10, item 5): the run takes a runtime
+token of its own, ``test-...``, and puts it in its environment as ``ZIGGIE_RUNTIME``
+before any runtime starts. Every runtime token made in this process, or in a coordinator
+a test starts as a subprocess, is then of that family (``<run token>.<...>``). A live
+``ziggie serve`` beside the test run, or another user's agents, carry tokens of other
+families: never counted, never killed.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,12 @@ import psutil
 import pytest
 import trio.testing
 
-from actors._watchdog import token, watchdog_pid
+from actors._watchdog import TOKEN_VAR, in_family, new_token, watchdog_pid
+
+#: This test run's token family; set before anything asks for a runtime token.
+_inherited = os.environ.get(TOKEN_VAR)
+RUN_TOKEN = f"{_inherited}.test-{new_token()}" if _inherited else f"test-{new_token()}"
+os.environ[TOKEN_VAR] = RUN_TOKEN
 
 
 @pytest.fixture(
@@ -32,18 +45,17 @@ def trio_only(anyio_backend: object) -> None:
         pytest.skip("exact virtual time needs trio's MockClock")
 
 
-def _marked(proc: psutil.Process) -> bool:
-    """An agent started by THIS test process's runtime (its token), never anyone else's:
-    other runtimes on the host (a live ``ziggie serve``, another test run) are not ours."""
+def ours(proc: psutil.Process, family: str | None = None) -> bool:
+    """True if *proc* is an agent of this test run (its token is of the run's family)."""
     try:
         env = proc.environ()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
-    return "ZIGGIE_AGENT_ID" in env and env.get("ZIGGIE_RUNTIME") == token()
+    return "ZIGGIE_AGENT_ID" in env and in_family(env.get(TOKEN_VAR), family or RUN_TOKEN)
 
 
 def leftover_processes(before: set[int]) -> list[psutil.Process]:
-    """Our descendants not present before, plus any process carrying an agent marker.
+    """Our descendants not present before, plus any agent of this run's token family.
 
     The runtime's watchdog is not a leftover: it lives as long as this process, by design.
     """
@@ -51,7 +63,7 @@ def leftover_processes(before: set[int]) -> list[psutil.Process]:
     before = before | {watchdog_pid() or -1}
     found = {p.pid: p for p in me.children(recursive=True) if p.pid not in before}
     for proc in psutil.process_iter(["pid"]):
-        if proc.pid != os.getpid() and proc.pid not in before and _marked(proc):
+        if proc.pid != os.getpid() and proc.pid not in before and ours(proc):
             found[proc.pid] = proc
     alive = []
     for proc in found.values():

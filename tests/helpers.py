@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +11,7 @@ import anyio
 import pytest
 
 from actors import marked_processes
+from actors._watchdog import TOKEN_VAR, in_family
 from supervisor import ChildContext, ChildSpec, EventLog, Restart, Shutdown, no_events
 
 
@@ -113,8 +115,9 @@ def marked(agent_ids: Iterable[str]) -> dict[str, list[int]]:
     of the same ids: never ours to count or touch.
     """
     wanted = set(agent_ids)
+    family = os.environ[TOKEN_VAR]  # the test run's token family (see conftest)
     found: dict[str, list[int]] = {}
     for proc in marked_processes():
-        if proc.agent_id in wanted:
+        if proc.agent_id in wanted and in_family(proc.token, family):
             found.setdefault(proc.agent_id, []).append(proc.pid)
     return found

@@ -32,12 +32,15 @@ async def coordinator(home: Path, **settings: Any) -> AsyncIterator[tuple[Runtim
 
 
 @contextmanager
-def serve_process(home: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+def serve_process(
+    home: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """``ziggie serve --home HOME`` as a real process, ready when it yields."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "supervisor.cli", "serve", "--home", str(home), "--quiet", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=env,
     )
     descendants: list[psutil.Process] = []
     try:

@@ -106,7 +106,8 @@ def test_claude_runner_passes_the_task_as_one_argument(tmp_path: Path) -> None:
         },
     )
     argv = resolve_argv(spec, tmp_path / "def.md", RUNNERS)
-    assert argv[:3] == ["claude", "-p", task]
+    assert argv[:2] == ["claude", "-p"]
+    assert argv[-2:] == ["--", task]  # issue 10, item 8: never parsed as an option
     assert argv[argv.index("--max-turns") + 1] == "7"
     assert argv[argv.index("--allowedTools") + 1] == "Read,Grep"
     dirs = [argv[i + 1] for i, a in enumerate(argv) if a == "--add-dir"]
@@ -137,7 +138,8 @@ async def test_claude_runner_runs_a_fake_claude_on_path(
         assert rt.info("agent-1").outcome is Outcome.NORMAL
     recorded = json.loads(record.read_text())
     assert recorded["id"] == "agent-1"
-    assert recorded["argv"][:2] == ["-p", task]
+    assert recorded["argv"][0] == "-p"
+    assert recorded["argv"][-2:] == ["--", task]
     assert recorded["argv"][recorded["argv"].index("--max-turns") + 1] == "3"
 
 

@@ -187,7 +187,12 @@ def test_the_demo() -> None:
     }
     assert [e["agent_id"] for e in events if e["event"] == "restarted"] == ["scout-b"]
     assert [e["agent_id"] for e in events if e["event"] == "timed_out"] == ["analyst-a"]
-    ends = [e["agent_id"] for e in events if e["event"] in ("terminated", "timed_out")]
+    # agents only: each top-level agent's own supervisor ends last (issue 10, item 1)
+    ends = [
+        e["agent_id"]
+        for e in events
+        if e["event"] in ("terminated", "timed_out") and e.get("kind") == "worker"
+    ]
     assert ends.index("scout-a") < ends.index("analyst-a")  # children first
     assert ends[-3:] == ["scout-b", "analyst-b", "overwatch"]
     assert "processes left: 0" in " ".join(result.stderr.split())

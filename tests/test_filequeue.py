@@ -170,7 +170,7 @@ async def test_client_deploy_status_list_restart_terminate(tmp_path: Path) -> No
         assert status.status == "running"
         assert status.agent is not None
         assert status.agent["level"] == "L1"
-        assert status.agent["path"] == "ziggie/a1"
+        assert status.agent["path"] == "ziggie/a1.supervisor/a1"  # its own supervisor
         assert status.agent["processes"] >= 1
         listed = await client.list_agents()
         assert [a["agent_id"] for a in listed.agents or []] == ["a1"]

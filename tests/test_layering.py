@@ -141,11 +141,14 @@ ACTORS_EXPORTS = [
     "become_subreaper",
     "function_spec",
     "has_marker",
+    "is_subreaper",
     "log_path_for",
     "marked_processes",
+    "new_token",
     "process_spec",
     "process_start_time",
     "stop_processes",
+    "token",
 ]
 
 SUPERVISOR_EXPORTS = [

@@ -61,15 +61,18 @@ async def test_three_levels_deployed_from_inside_agents(tmp_path: Path, work: Pa
         assert status.agent is not None
         assert status.agent["parent_id"] == "l2"
         assert status.agent["level"] == "L3"
-        assert status.agent["path"] == "ziggie/l1/l2/l3"
+        # Each top-level agent has its own supervisor (issue 10, item 1).
+        assert status.agent["path"] == "ziggie/l1.supervisor/l1/l2/l3"
         l1 = await c.check_agent_status("l1")
         assert l1.agent is not None
         assert l1.agent["children"] == ["l2"]
         listed = await c.list_agents()
         assert listed.agent is not None
         root = listed.agent["tree"]
-        assert root["children"][0]["id"] == "l1"
-        assert root["children"][0]["children"][0]["children"][0]["id"] == "l3"
+        assert root["children"][0]["id"] == "l1.supervisor"
+        l1_node = root["children"][0]["children"][0]
+        assert l1_node["id"] == "l1"
+        assert l1_node["children"][0]["children"][0]["id"] == "l3"
         with anyio.fail_after(20):  # the L3 and the grandchild it starts
             while len(marked(["l3"]).get("l3", [])) < 2:
                 await anyio.sleep(0.02)
@@ -80,7 +83,8 @@ async def test_three_levels_deployed_from_inside_agents(tmp_path: Path, work: Pa
         ):
             answer = await c.terminate_agent("l1", timeout=30)
         assert answer.status == "terminated"
-        assert [a for _, a in events] == ["l3", "l2", "l1"]
+        # then l1's own supervisor (issue 10, item 1)
+        assert [a for _, a in events] == ["l3", "l2", "l1", "l1.supervisor"]
         assert marked(["l1", "l2", "l3"]) == {}
         for agent_id in ("l1", "l2", "l3"):
             assert (await c.check_agent_status(agent_id)).status == "terminated"

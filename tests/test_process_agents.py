@@ -15,7 +15,7 @@ import anyio
 import psutil
 import pytest
 
-from actors import ProcessHandle, has_marker, process_spec
+from actors import ProcessHandle, has_marker, process_spec, token
 from supervisor import (
     ChildState,
     Outcome,
@@ -47,7 +47,9 @@ def _alive(pid: int) -> bool:
 
 
 def _marked(agent_id: str) -> list[int]:
-    return [p.pid for p in psutil.process_iter() if has_marker(p.pid, agent_id)]
+    # This runtime's token only: another test run on the host may use the same ids
+    # (issue 10, item 5).
+    return [p.pid for p in psutil.process_iter() if has_marker(p.pid, agent_id, token())]
 
 
 def _zombie_children() -> list[int]:

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from actors import log_path_for, process_spec
-from supervisor import ChildSpec, Restart, Shutdown, ZiggieError
+from supervisor import (
+    AutoShutdown,
+    Backoff,
+    ChildSpec,
+    Restart,
+    Shutdown,
+    ZiggieError,
+    supervisor_spec,
+)
 from supervisor.protocol import DIRECTORIES, AgentSpec, definition_text, write_atomic
 
+from ._replies import wrapper_id
 from ._runners import Runner, resolve_argv
+from ._settings import Settings
 
 
 class AgentRefused(ZiggieError, ValueError):
@@ -38,9 +50,17 @@ class AgentHome:
         return self.root / ".claude" / "agents"
 
     def ensure(self) -> AgentHome:
+        # Issue 10, item 11: each level made on its own, 0700. ``mkdir(parents=True)``
+        # gives the parents it creates the default mode (0755 under umask 022): that is
+        # how agent-queue/ and .claude/ were world-readable.
+        if not self.root.is_dir():  # a home we create is ours; an existing one keeps its mode
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            _mkdir(self.root)
+        _mkdir(self.queue)
         for sub in DIRECTORIES:
             _mkdir(self.queue / sub)
         _mkdir(self.logs)
+        _mkdir(self.definitions.parent)
         _mkdir(self.definitions)
         return self
 
@@ -50,8 +70,9 @@ class AgentHome:
 
 
 def _mkdir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
+    """*path* as a 0700 directory (its parent exists); an older home's 0755 is repaired."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)  # mkdir's mode is filtered by the umask, and exist_ok keeps the old
 
 
 def program_allowed(program: str, allowed: list[str]) -> bool:
@@ -60,18 +81,39 @@ def program_allowed(program: str, allowed: list[str]) -> bool:
     return any(base == name or re.fullmatch(re.escape(name) + r"[0-9.]*", base) for name in allowed)
 
 
-def check_deployable(spec: AgentSpec, argv: list[str]) -> None:
-    """Refuse, with a message naming the field, what cannot run as specified."""
+def resolve_program(argv: list[str], cwd: Path) -> list[str]:
+    """*argv* with its program made an absolute path (issue 10, item 10).
+
+    Resolved here, with the coordinator's own ``PATH`` (a spec may not set one), so the
+    execute check judges the very file that will run, and nothing at spawn time can pick
+    another. A program named with a ``/`` is taken relative to the working directory, as
+    exec would after the child's ``chdir``.
+    """
+    program = argv[0]
+    if "/" in program:
+        path = program if os.path.isabs(program) else os.path.join(cwd, program)
+        return [os.path.normpath(path), *argv[1:]]
+    found = shutil.which(program)
+    if found is None:
+        raise AgentRefused(f"program {program!r} not found on the coordinator's PATH")
+    return [os.path.abspath(found), *argv[1:]]
+
+
+def check_deployable(spec: AgentSpec, argv: list[str]) -> list[str]:
+    """Refuse, with a message naming the field, what cannot run as specified; else the
+    argv to run, its program resolved to an absolute path."""
     wd = Path(spec.context.working_directory)
     if not wd.exists():
         raise AgentRefused(f"context.working_directory {str(wd)!r} does not exist")
     if not wd.is_dir():
         raise AgentRefused(f"context.working_directory {str(wd)!r} is not a directory")
+    argv = resolve_program(argv, wd)
     allowed = spec.context.permissions.execute
     if allowed and not program_allowed(argv[0], allowed):
         raise AgentRefused(
             f"program {os.path.basename(argv[0])!r} is not in permissions.execute {allowed}"
         )
+    return argv
 
 
 def agent_child_spec(
@@ -85,11 +127,11 @@ def agent_child_spec(
     log_max_bytes: int = 10 * 2**20,
     nested: bool = True,
     extra_env: Mapping[str, str] | None = None,
+    token: str | None = None,
 ) -> ChildSpec:
     """Validate *spec*, write its definition file, and return the child spec that runs it."""
     definition = home.definitions / f"{spec.id}.md"
-    argv = resolve_argv(spec, definition, runners, default_runner)
-    check_deployable(spec, argv)
+    argv = check_deployable(spec, resolve_argv(spec, definition, runners, default_runner))
     write_atomic(definition, definition_text(spec, parent_id))
     env = {
         **os.environ,
@@ -122,4 +164,30 @@ def agent_child_spec(
         timeout=float(spec.timeout_seconds),
         level=spec.level,
         meta={"name": spec.name},
+        token=token,
+    )
+
+
+def contained_spec(child: ChildSpec, spec: AgentSpec, settings: Settings) -> ChildSpec:
+    """A top-level agent's own supervisor, with *child* (the agent) its only child.
+
+    Issue 10, item 1: its intensity and backoff are the agent's (spec fields, else the
+    coordinator's settings), and it is *temporary*: its parent, the coordinator's root,
+    never restarts it and never counts its exit against its own intensity. An agent
+    restarted too often fails only this supervisor.
+    """
+    s = settings
+    permanent = child.restart is Restart.PERMANENT
+    initial = s.agent_backoff_initial if spec.backoff_initial is None else spec.backoff_initial
+    ceiling = s.agent_backoff_max if spec.backoff_max is None else spec.backoff_max
+    return supervisor_spec(
+        wrapper_id(spec.id),
+        # A non-permanent agent is significant: once it ends for good, so does its
+        # supervisor (OTP's auto_shutdown), and nothing empty is left in the tree.
+        [child if permanent else dataclasses.replace(child, significant=True)],
+        max_restarts=s.agent_max_restarts if spec.max_restarts is None else spec.max_restarts,
+        max_seconds=s.agent_max_seconds if spec.max_seconds is None else spec.max_seconds,
+        backoff=Backoff(initial=initial, maximum=max(ceiling, initial)) if initial else None,
+        auto_shutdown=AutoShutdown.NEVER if permanent else AutoShutdown.ANY_SIGNIFICANT,
+        restart=Restart.TEMPORARY,
     )

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import hashlib
 import json
 import os
+import sqlite3
 import stat
 import time
+from typing import Final
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from pydantic import ValidationError
 
-from supervisor import is_valid_id
+from supervisor import describe, is_valid_id
 from supervisor.protocol import (
     PROCESSING,
     REQUEST_SUFFIX,
@@ -43,6 +46,25 @@ from ._service import AgentService
 
 class BadRequest(Exception):
     """A request file that cannot be read as a valid request; answered with an error file."""
+
+
+#: Errors of the machine, not of the request: a full disk, no file descriptors or memory
+#: left. They pass; the request waits in ``processing/`` and is tried again (item 2).
+_TRANSIENT: Final = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN}
+)
+_RETRY_FIRST: Final = 0.05
+_RETRY_MAX: Final = 5.0
+
+
+def transient(exc: BaseException) -> bool:
+    """True for an error that waiting may cure (a full disk, fd exhaustion)."""
+    if isinstance(exc, OSError):
+        return exc.errno in _TRANSIENT
+    if isinstance(exc, sqlite3.OperationalError):  # "database or disk is full", "locked"
+        text = str(exc)
+        return "full" in text or "locked" in text or "unable to open" in text
+    return False
 
 
 class FileQueue:
@@ -67,6 +89,7 @@ class FileQueue:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._resend_missing_answers()
                 self._scan(self._processing_dir)
                 self._scan(self._requests_dir)
                 task_status.started()
@@ -80,8 +103,47 @@ class FileQueue:
             watcher.close()
 
     def _scan(self, directory: str) -> None:
-        for name in sorted(os.listdir(directory)):
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError as exc:  # fd exhaustion, say: look again later, never die (item 2)
+            self.events.emit("scan_failed", directory=directory, error=describe(exc))
+            assert self._tg is not None
+            self._tg.start_soon(self._rescan_later, directory)
+            return
+        for name in names:
             self._dispatch(directory, name)
+
+    async def _rescan_later(self, directory: str) -> None:
+        await anyio.sleep(_RETRY_MAX)
+        self._scan(directory)
+
+    def _resend_missing_answers(self) -> None:
+        """After a crash, write again every answer the journal has and the disk lost.
+
+        Issue 10, item 12: the journal is the source of truth. An answer is committed
+        before its file appears; a power cut may still take the file (it is never fsynced)
+        while the journal keeps the answer. Answers since the crashed run began whose file
+        is missing or empty are written again; a clean stop leaves nothing to check.
+        """
+        previous = self.service.previous_run
+        if previous.clean or previous.started_at is None:
+            return
+        resent = []
+        for request_id, body in self.service.journal.answers_since(previous.started_at):
+            path = f"{self._responses_dir}/{response_name(request_id)}"
+            try:
+                if os.path.getsize(path) > 0:
+                    continue
+            except OSError:
+                pass
+            try:
+                write_atomic(path, body)
+            except OSError as exc:
+                self.events.emit("answer_resend_failed", request_id=request_id, error=str(exc))
+                continue
+            resent.append(request_id)
+        if resent:
+            self.events.emit("answers_resent", request_ids=resent)
 
     def _dispatch(self, directory: str, name: str) -> None:
         # Temp and hidden files are a writer's business until they are renamed in.
@@ -92,16 +154,47 @@ class FileQueue:
         self._tg.start_soon(self._handle_file, directory, name)
 
     async def _handle_file(self, directory: str, name: str) -> None:
+        """Claim and answer one file. Total (issue 10, item 2): whatever goes wrong is an
+        event and, where possible, an answer; a full disk or fd exhaustion is waited out
+        and tried again. Serving never ends because of one file."""
+        delay = _RETRY_FIRST
+        claimed = f"{self._processing_dir}/{name}"
         try:
-            claimed = f"{self._processing_dir}/{name}"
-            if directory != self._processing_dir:
+            while True:
                 try:
-                    os.rename(f"{directory}/{name}", claimed)  # the atomic claim
-                except FileNotFoundError:
-                    return  # already claimed
-            await self._process(claimed, name)
+                    if directory != self._processing_dir:
+                        try:
+                            os.rename(f"{directory}/{name}", claimed)  # the atomic claim
+                        except FileNotFoundError:
+                            return  # already claimed
+                        directory = self._processing_dir
+                    await self._process(claimed, name)
+                    return
+                except Exception as exc:
+                    if not transient(exc):
+                        self._failed(claimed, name, exc)
+                        return
+                    # Retried from the start: the journal makes it exactly-once (a
+                    # request answered before the error gets its recorded answer).
+                    self.events.emit(
+                        "request_retry", file=name, error=describe(exc), delay=round(delay, 3)
+                    )
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, _RETRY_MAX)
         finally:
             self._inflight.discard(name)
+
+    def _failed(self, path: str, name: str, exc: Exception) -> None:
+        """A request that failed for a reason of its own: answered, logged, archived."""
+        self.events.emit("request_failed", file=name, error=describe(exc))
+        file_id = name[: -len(REQUEST_SUFFIX)]
+        try:
+            self._answer_error(
+                file_id, name, f"cannot process request: {describe(exc)}", code="internal"
+            )
+            self._archive(path, name)
+        except Exception as again:  # nothing more we can do; serving goes on
+            self.events.emit("request_unanswered", file=name, error=describe(again))
 
     async def _process(self, path: str, name: str) -> None:
         file_id = name[: -len(REQUEST_SUFFIX)]
@@ -136,8 +229,13 @@ class FileQueue:
         cap = self.max_bytes
         if info.st_size > cap:
             raise BadRequest(f"request file is {info.st_size} bytes; the limit is {cap}")
-        with open(path, "rb") as f:
-            raw = f.read(cap + 1)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(cap + 1)
+        except OSError as exc:
+            if exc.errno in _TRANSIENT:
+                raise  # the machine's trouble, not the request's: tried again later
+            raise BadRequest(f"cannot read request file: {exc.strerror or exc}") from exc
         if len(raw) > cap:
             raise BadRequest(f"request file exceeds the limit of {cap} bytes")
         try:
@@ -164,7 +262,9 @@ class FileQueue:
             )
         return request
 
-    def _answer_error(self, file_id: str, name: str, error: str) -> None:
+    def _answer_error(
+        self, file_id: str, name: str, error: str, code: str = "invalid_request"
+    ) -> None:
         # The error file is named from the file name, so the seed's client finds it; a name
         # that is not a safe id gets a digest instead, never a path of its choosing.
         safe = file_id if is_valid_id(file_id) else "invalid-" + _digest(name)
@@ -176,7 +276,7 @@ class FileQueue:
                     "request_id": safe,
                     "status": "failed",
                     "error": error,
-                    "code": "invalid_request",
+                    "code": code,
                     "original_file": name,
                     "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
                 },

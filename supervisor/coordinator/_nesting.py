@@ -6,16 +6,28 @@ Violations are refused with a message that names the field; nothing is silently 
 from __future__ import annotations
 
 import math
-from fnmatch import fnmatchcase
 
 from supervisor.protocol import AgentSpec
 
 from ._agents import AgentRefused
+from ._globs import BadPattern, normalize, within
 
 _NEXT = {"L1": "L2", "L2": "L3"}
 
 
+def check_patterns(spec: AgentSpec) -> None:
+    """Refuse permission patterns with a ``..`` segment (issue 10, item 9)."""
+    perms = spec.context.permissions
+    for field in ("read", "write"):
+        for pattern in getattr(perms, field):
+            try:
+                normalize(pattern)
+            except BadPattern as exc:
+                raise AgentRefused(f"context.permissions.{field}: {exc}") from None
+
+
 def check_top_level(spec: AgentSpec, parent_agent: str) -> None:
+    check_patterns(spec)
     if spec.level != "L1":
         raise AgentRefused(
             f"level: a top-level deploy (parent {parent_agent!r} is not an agent) must be L1,"
@@ -35,6 +47,7 @@ def check_child(
             f"level: a child of {parent.id!r} ({parent.level}) must be {expected},"
             f" not {child.level}"
         )
+    check_patterns(child)
     mine, theirs = child.context.permissions, parent.context.permissions
     for field in ("read", "write"):
         wider = [p for p in getattr(mine, field) if not _covered(p, getattr(theirs, field))]
@@ -65,5 +78,9 @@ def check_child(
 
 
 def _covered(pattern: str, allowed: list[str]) -> bool:
-    # "/srv/data/**" is within "/srv/**": a pattern matched as a path by a wider pattern.
-    return any(pattern == a or fnmatchcase(pattern, a) for a in allowed)
+    # Issue 10, item 9: by the paths the patterns match, not by their text: "/data/*" is
+    # not within "/data/?", though fnmatch("/data/*", "/data/?") says it is.
+    try:
+        return within(pattern, allowed)
+    except BadPattern:
+        return False  # a parent's own bad pattern grants nothing

@@ -32,8 +32,13 @@ def _directory_of(pattern: str) -> str:
 
 
 def claude_runner(spec: AgentSpec, definition: Path) -> list[str]:
-    """``claude -p``: the task is the prompt argument; tools, turns and directories map over."""
-    argv = ["claude", "-p", spec.task, "--max-turns", str(spec.max_iterations)]
+    """``claude -p``: tools, turns and directories map over; the task is the prompt.
+
+    The task comes last, after ``--``: a task that reads like a flag (say
+    ``--dangerously-skip-permissions``) stays one positional argument, never an option
+    (issue 10, item 8).
+    """
+    argv = ["claude", "-p", "--max-turns", str(spec.max_iterations)]
     if spec.tools:
         argv += ["--allowedTools", ",".join(spec.tools)]
     dirs: list[str] = []
@@ -44,6 +49,7 @@ def claude_runner(spec: AgentSpec, definition: Path) -> list[str]:
     for directory in dirs:
         argv += ["--add-dir", directory]
     argv += ["--append-system-prompt", f"You are {spec.name}, {spec.role} ({spec.level})."]
+    argv += ["--", spec.task]
     return argv
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskStatus
 
+from actors import become_subreaper
 from supervisor import Runtime, ZiggieError, json_events, open_runtime
 
 if TYPE_CHECKING:
@@ -73,19 +74,27 @@ class Coordinator:
         return self.http.url if self.http is not None and self.http.url else None
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Recover, then serve every transport until cancelled."""
+        """Recover, then serve every transport until cancelled.
+
+        On the way out, the agents are stopped and recorded while the journal is still
+        open (issue 10, item 6): a clean stop must not read as a crash.
+        """
         service = self.service
         try:
             with service.rt.events.listen(service.on_event):
-                await recover_agents(service)
-                async with anyio.create_task_group() as tg:
-                    if self.http is not None:
-                        await tg.start(self.http.serve)
-                    await tg.start(self.filequeue.serve)
-                    service.rt.events.emit(
-                        "coordinator_ready", home=str(service.home.root), url=self.url
-                    )
-                    task_status.started()
+                try:
+                    await recover_agents(service)
+                    async with anyio.create_task_group() as tg:
+                        if self.http is not None:
+                            await tg.start(self.http.serve)
+                        await tg.start(self.filequeue.serve)
+                        service.rt.events.emit(
+                            "coordinator_ready", home=str(service.home.root), url=self.url
+                        )
+                        task_status.started()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await service.shutdown()
         finally:
             service.close()
 
@@ -169,6 +178,10 @@ def serve_home(settings: Settings, *, quiet: bool = False) -> None:
     with home_lock(settings.home) as mine:
         if not mine:
             raise CoordinatorRunning(f"a coordinator is already running at {settings.home}")
+        if settings.subreaper:
+            # Issue 10, item 7: an explicit choice of ``serve`` (setting ``subreaper``), so
+            # agents' escapees re-parent to us; never a side effect of the first spawn.
+            become_subreaper()
         anyio.run(_serve, settings, quiet, backend="trio")
 
 

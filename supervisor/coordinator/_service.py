@@ -8,6 +8,7 @@ them, gets the recorded answer and is never executed twice.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from actors import ProcessHandle, process_start_time
+from actors import ProcessHandle, new_token, token
 from supervisor import (
     ChildSpec,
     ChildState,
@@ -28,11 +29,12 @@ from supervisor import (
     describe,
     is_valid_id,
 )
-from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, ErrorCode
+from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse
 
-from . import _nesting
-from ._agents import AgentHome, AgentRefused, agent_child_spec
+from . import _nesting, _record
+from ._agents import AgentHome, AgentRefused, agent_child_spec, contained_spec
 from ._journal import Journal
+from ._replies import cause, not_found, reply, wrapper_id
 from ._runners import Runner, default_runners
 from ._settings import Settings
 from ._states import AgentState
@@ -69,15 +71,44 @@ class AgentService:
         self.rt = runtime
         self.settings = settings
         self.home = AgentHome.at(settings.home)
-        self.journal = Journal(self.home.root / "journal.sqlite3")
+        self.journal = Journal(self.home.root / "journal.sqlite3", durability=settings.durability)
+        #: The home's runtime token (issue 10, item 4); *fresh* when this home had none, so
+        #: a predecessor's agents (if any) are recognised by pid and start time alone.
+        self.token, self.fresh_token = self.journal.runtime_token(lambda: new_token(token()))
         self.runners = dict(runners) if runners is not None else default_runners()
         self._deploys = anyio.CapacityLimiter(settings.concurrency)
         #: Transports add environment for each deployed agent (the API: its URL and token).
         self.agent_env: list[Callable[[AgentSpec], Mapping[str, str]]] = []
         self._usage_cache: dict[str, tuple[float, ProcessHandle, dict[str, float]]] = {}
+        #: Ids being deployed right now: a second deploy of one is refused at once
+        #: (issue 10, item 3), before it can touch the journal row or definition file.
+        self._placing: set[str] = set()
+        #: Each top-level agent's own supervisor (issue 10, item 1): wrapper id -> agent.
+        self._wrappers: dict[str, str] = {}
+        self._closing = False
+        #: How the previous coordinator of this home ended (issue 10, items 6 and 12).
+        self.previous_run = self.journal.begin_run()
 
     def close(self) -> None:
         self.journal.close()
+
+    async def shutdown(self) -> None:
+        """Stop every agent of this coordinator, recording each as stopped by the
+        coordinator's shutdown, while the journal is still open (issue 10, item 6).
+
+        A clean stop then reads as one in the journal: the next coordinator finds no
+        agent it believed alive, and restarts none.
+        """
+        self._closing = True
+        live = [w for w in self._wrappers if w in self.rt]
+        async with anyio.create_task_group() as tg:
+            for wrapper in reversed(live):
+                tg.start_soon(self._terminate_quietly, wrapper)
+        self.journal.end_run()
+
+    async def _terminate_quietly(self, child_id: str) -> None:
+        with contextlib.suppress(ZiggieError):  # ended on its own meanwhile
+            await self.rt.terminate(child_id)
 
     # -- one request, exactly once ---------------------------------------------------
 
@@ -102,6 +133,9 @@ class AgentService:
         body = response.model_dump_json(indent=2)
         if mutating:
             self.journal.record_response(request.request_id, body)
+            # Issue 10, item 12: a change is durable before its answer appears (one fsync
+            # for every answer of this wake-up: group commit).
+            await self.journal.sync()
         else:
             self.journal.record_answered(request.request_id, request.action, body)
         return Answer(body, response)
@@ -131,7 +165,7 @@ class AgentService:
     async def deploy(self, request: DeploymentRequest) -> DeploymentResponse:
         spec = request.agent_spec
         assert spec is not None
-        if spec.id in self.rt:
+        if self._taken(spec.id):
             return reply(
                 request,
                 "failed",
@@ -140,24 +174,28 @@ class AgentService:
                 error=f"id: agent {spec.id!r} already exists",
                 code="conflict",
             )
+        self._placing.add(spec.id)
         try:
-            supervisor, child = self._prepare(spec, request.parent_agent, request.request_id)
-        except (AgentRefused, ValueError) as exc:
-            return reply(
-                request, "failed", spec.id, "Deployment refused", error=str(exc), code="refused"
-            )
-        try:
-            handle: ProcessHandle = await supervisor.start_child(child)
-        except (StartError, SupervisorError) as exc:
-            self.journal.update_agent(spec.id, state=AgentState.FAILED, reason=describe(exc))
-            return reply(
-                request,
-                "failed",
-                spec.id,
-                "Deployment failed",
-                error=_cause(exc),
-                code="start_failed",
-            )
+            try:
+                supervisor, child = self._prepare(spec, request.parent_agent, request.request_id)
+            except (AgentRefused, ValueError) as exc:
+                return reply(
+                    request, "failed", spec.id, "Deployment refused", error=str(exc), code="refused"
+                )
+            try:
+                handle = await self._start(supervisor, child, spec)
+            except (StartError, SupervisorError) as exc:
+                self.journal.update_agent(spec.id, state=AgentState.FAILED, reason=cause(exc))
+                return reply(
+                    request,
+                    "failed",
+                    spec.id,
+                    "Deployment failed",
+                    error=cause(exc),
+                    code="start_failed",
+                )
+        finally:
+            self._placing.discard(spec.id)
         return reply(
             request,
             "deployed",
@@ -189,7 +227,13 @@ class AgentService:
     async def terminate(self, request: DeploymentRequest) -> DeploymentResponse:
         agent_id = request.target_agent_id
         assert agent_id is not None
-        if agent_id not in self.rt or self.rt.info(agent_id).state is ChildState.STOPPED:
+        wrapper = wrapper_id(agent_id)
+        ours = self._wrappers.get(wrapper) == agent_id and wrapper in self.rt
+        # An agent waiting out its restart backoff is not running, yet still supervised:
+        # terminating it ends its own supervisor, so it is not started again (item 1).
+        if not ours and (
+            agent_id not in self.rt or self.rt.info(agent_id).state is ChildState.STOPPED
+        ):
             row = self.journal.agent(agent_id)
             if row is None:
                 return not_found(request, agent_id)
@@ -202,7 +246,16 @@ class AgentService:
                 code="not_running",
             )
         handle = self.rt.whereis(agent_id)
-        await self.rt.terminate(agent_id)
+        # A top-level agent goes with its own supervisor (item 1), or that would linger.
+        await self.rt.terminate(wrapper if ours else agent_id)
+        if handle is None:  # it was between incarnations: no event records the stop
+            self.journal.update_agent(
+                agent_id,
+                state=AgentState.TERMINATED,
+                outcome="shutdown",
+                reason="terminated while waiting to be restarted",
+                ended_at=time.time(),
+            )
         stop = handle.last_stop if isinstance(handle, ProcessHandle) else None
         return reply(
             request,
@@ -223,6 +276,8 @@ class AgentService:
         try:
             if agent_id in self.rt:
                 handle = await self.rt.restart(agent_id)
+            elif agent_id in self._placing:
+                raise AgentRefused(f"id: agent {agent_id!r} is being deployed")
             else:
                 handle = await self.redeploy(agent_id)
         except (ZiggieError, ValueError) as exc:
@@ -231,7 +286,7 @@ class AgentService:
                 "failed",
                 agent_id,
                 "Restart failed",
-                error=_cause(exc),
+                error=cause(exc),
                 code="refused" if isinstance(exc, AgentRefused) else "start_failed",
             )
         if handle is None:
@@ -262,11 +317,32 @@ class AgentService:
         if row is None:
             return None
         spec = AgentSpec.model_validate(row["spec"])
-        supervisor, child = self._prepare(spec, row["parent_id"] or "Ziggie", row["request_id"])
-        handle: ProcessHandle = await supervisor.start_child(child)
-        return handle
+        self._placing.add(agent_id)
+        try:
+            supervisor, child = self._prepare(spec, row["parent_id"] or "Ziggie", row["request_id"])
+            handle: ProcessHandle = await self._start(supervisor, child, spec)
+            return handle
+        finally:
+            self._placing.discard(agent_id)
 
     # -- placement -------------------------------------------------------------------
+
+    def _taken(self, agent_id: str) -> bool:
+        return agent_id in self.rt or agent_id in self._placing or wrapper_id(agent_id) in self.rt
+
+    async def _start(self, supervisor: Supervisor, child: ChildSpec, spec: AgentSpec) -> Any:
+        """Start *child* under *supervisor*; a top-level agent inside its own supervisor.
+
+        Issue 10, item 1: the wrapper is a *temporary* child of the root, so the root
+        never restarts it and never counts its exit: an agent restarted past its own
+        intensity fails only its wrapper (``escalated``, recorded as ``given_up``).
+        """
+        if supervisor is not self.rt.root:
+            return await supervisor.start_child(child)
+        wrapper = contained_spec(child, spec, self.settings)
+        self._wrappers[wrapper_id(spec.id)] = spec.id
+        await supervisor.start_child(wrapper)
+        return self.rt.whereis(spec.id)
 
     def _prepare(
         self, spec: AgentSpec, parent_agent: str, request_id: str | None
@@ -281,6 +357,7 @@ class AgentService:
             default_runner=self.settings.default_runner,
             log_max_bytes=self.settings.log_max_bytes,
             extra_env={k: v for provide in self.agent_env for k, v in provide(spec).items()},
+            token=self.token,
         )
         self.journal.add_agent(
             spec.id,
@@ -311,46 +388,11 @@ class AgentService:
         _nesting.check_top_level(spec, parent_agent)
         return self.rt.root, None
 
-    # -- views -----------------------------------------------------------------------
+    # -- views and the journal's record (see ._record) --------------------------------
 
     def agent_detail(self, agent_id: str) -> dict[str, Any] | None:
         """Everything known of *agent_id*: the journal's record merged with the live tree."""
-        row = self.journal.agent(agent_id)
-        if row is None:
-            return None
-        detail: dict[str, Any] = {
-            "agent_id": agent_id,
-            "name": row["spec"].get("name"),
-            "level": row["level"],
-            "parent_id": row["parent_id"],
-            "state": row["state"],
-            "pid": row["pid"],
-            "exit_code": row["exit_code"],
-            "signal": row["signal"],
-            "outcome": row["outcome"],
-            "reason": row["reason"],
-            "restarts": row["restarts"],
-            "incarnation": row["incarnation"],
-            "started_at": row["started_at"],
-            "ended_at": row["ended_at"],
-            "log": row["log"],
-            "restart": row["restart"],
-            "timeout_seconds": row["spec"].get("timeout_seconds"),
-            # Every child ever recorded (indexed query); live children replace it below.
-            "children": self.journal.children_of(agent_id),
-        }
-        if agent_id in self.rt:
-            info = self.rt.info(agent_id)
-            detail["path"] = info.path
-            handle = self.rt.whereis(agent_id)
-            if isinstance(handle, ProcessHandle) and info.state is ChildState.RUNNING:
-                detail["state"] = AgentState.RUNNING
-                detail["pid"] = handle.pid
-                detail["uptime"] = round(time.time() - handle.started_at, 3)
-                detail.update(self._usage(agent_id, handle))
-                if handle.supervisor is not None:  # a running agent: its live children
-                    detail["children"] = [c.id for c in handle.supervisor.which_children()]
-        return detail
+        return _record.agent_detail(self, agent_id)
 
     def _usage(self, agent_id: str, handle: ProcessHandle) -> dict[str, float]:
         # Usage walks /proc (2/3 of a status call): sampled at most every half second.
@@ -381,81 +423,6 @@ class AgentService:
         """The live supervision tree (every node, agents and their supervisors)."""
         return self.rt.tree()
 
-    # -- the journal's view of lifecycle events ----------------------------------------
-
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         """Keep the journal's agent rows in step with the runtime's events."""
-        agent_id = fields.get("agent_id")
-        if agent_id is None or fields.get("kind") != "worker":
-            return
-        if event == "spawned":
-            pid = fields["pid"]
-            self.journal.update_agent(
-                agent_id,
-                pid=pid,
-                pid_start=process_start_time(pid),
-                log=fields.get("log"),
-                incarnation=fields.get("incarnation", 0),
-            )
-        elif event == "started":
-            self.journal.update_agent(
-                agent_id,
-                state=AgentState.RUNNING,
-                started_at=time.time(),
-                ended_at=None,
-                exit_code=None,
-                signal=None,
-                outcome=None,
-                reason=None,
-            )
-        elif event in ("process_exited", "process_stopped"):
-            self.journal.update_agent(
-                agent_id, exit_code=fields.get("exit_code"), signal=fields.get("signal")
-            )
-        elif event in ("exited", "terminated", "timed_out"):
-            outcome = fields.get("outcome", "error")
-            self.journal.update_agent(
-                agent_id,
-                state=AgentState.ended(outcome),
-                outcome=outcome,
-                reason=fields.get("reason"),
-                ended_at=time.time(),
-            )
-        elif event == "restarted":
-            self.journal.update_agent(agent_id, restarts=fields.get("restarts", 0))
-
-
-def reply(
-    request: DeploymentRequest,
-    status: str,
-    agent_id: str,
-    message: str,
-    *,
-    code: ErrorCode | None = None,
-    **fields: Any,
-) -> DeploymentResponse:
-    return DeploymentResponse(
-        request_id=request.request_id,
-        status=status,  # type: ignore[arg-type]
-        agent_id=agent_id,
-        message=message,
-        code=code,
-        **fields,
-    )
-
-
-def not_found(request: DeploymentRequest, agent_id: str) -> DeploymentResponse:
-    return reply(
-        request,
-        "failed",
-        agent_id,
-        "Agent not found",
-        error=f"No agent with ID {agent_id}",
-        code="not_found",
-    )
-
-
-def _cause(exc: BaseException) -> str:
-    if isinstance(exc, StartError):
-        return describe(exc.reason)
-    return describe(exc)
+        _record.on_event(self, event, fields)

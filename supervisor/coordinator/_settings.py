@@ -6,7 +6,7 @@ Precedence, highest first: explicit values (CLI flags), environment, TOML file, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     http_max_body: int = Field(default=2**20, ge=1024, description="Request body cap (bytes)")
     http_read_timeout: float = Field(default=30.0, ge=0, description="Idle read cut-off (s)")
     event_retention: int = Field(default=100_000, ge=100, description="Events kept for resume")
+    # -- issue 10 (containment) --
+    agent_max_restarts: int = Field(default=5, ge=0, description="Per-agent restart limit")
+    agent_max_seconds: float = Field(default=60.0, gt=0, description="...within seconds")
+    agent_backoff_initial: float = Field(default=0.1, ge=0, description="First restart delay")
+    agent_backoff_max: float = Field(default=5.0, ge=0, description="Restart delay ceiling")
+    subreaper: bool = Field(default=True, description="serve: become the child subreaper")
+    durability: Literal["full", "fast"] = Field(
+        default="full", description="full: changes are fsynced before they are answered"
+    )
 
     @classmethod
     def settings_customise_sources(

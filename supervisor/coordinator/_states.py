@@ -19,6 +19,7 @@ class AgentState(StrEnum):
     TERMINATED = "terminated"  #: stopped on request (or by its parent)
     TIMED_OUT = "timed_out"  #: its deadline passed
     LOST = "lost"  #: running when a coordinator died; its processes were stopped
+    GIVEN_UP = "given_up"  #: restarted past its own intensity: stopped for good (item 1)
 
     @property
     def live(self) -> bool:
@@ -57,4 +58,5 @@ _STATUS: Final[dict[AgentState, Status]] = {
     AgentState.TERMINATED: "terminated",
     AgentState.TIMED_OUT: "terminated",
     AgentState.LOST: "failed",
+    AgentState.GIVEN_UP: "failed",
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -52,6 +52,42 @@ def new_id() -> str:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+#: Variables that choose which program or library code runs: set by an agent's spec they
+#: would defeat ``permissions.execute`` (a PATH of one's own picks what "git" is) and
+#: inject code into any interpreter (issue 10, item 10).
+FORBIDDEN_ENV: Final = frozenset(
+    {
+        "PATH",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONUSERBASE",
+        "PYTHONEXECUTABLE",
+        "PYTHONINSPECT",
+        "PERL5LIB",
+        "PERL5OPT",
+        "PERLLIB",
+        "RUBYLIB",
+        "RUBYOPT",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "BASH_ENV",
+        "ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "IFS",
+        "GCONV_PATH",
+        "LOCPATH",
+        "NLSPATH",
+        "HOSTALIASES",
+        "RESOLV_HOST_CONF",
+        "MALLOC_CHECK_",
+    }
+)
+#: Prefixes of the same kind: the dynamic loader's (glibc, macOS), and the runtime's own
+#: markers, which the no-orphan sweep and nesting trust.
+FORBIDDEN_ENV_PREFIXES: Final = ("LD_", "DYLD_", "ZIGGIE_")
 
 #: A safe id; its JSON schema states the rule, so API clients can generate valid ones.
 SafeId = Annotated[
@@ -160,6 +196,16 @@ class AgentSpec(_Model):
         description="Extra environment",
         json_schema_extra={"propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"}},
     )
+    # Issue 10, item 1: the agent's own restart intensity and backoff (None: the
+    # coordinator's defaults). Past its intensity an agent is given up, alone.
+    max_restarts: int | None = Field(
+        default=None, ge=0, description="Restarts allowed within max_seconds"
+    )
+    max_seconds: float | None = Field(default=None, gt=0, description="Intensity window")
+    backoff_initial: float | None = Field(
+        default=None, ge=0, description="Seconds before the first restart in a window"
+    )
+    backoff_max: float | None = Field(default=None, ge=0, description="Backoff ceiling")
 
     @field_validator("env")
     @classmethod
@@ -168,7 +214,12 @@ class AgentSpec(_Model):
             if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"invalid environment variable name {name!r}")
             if name.startswith("ZIGGIE_"):
-                raise ValueError(f"{name!r}: ZIGGIE_* variables are set by the runtime")
+                raise ValueError(f"env: {name!r}: ZIGGIE_* variables are set by the runtime")
+            if name in FORBIDDEN_ENV or name.startswith(FORBIDDEN_ENV_PREFIXES):
+                raise ValueError(
+                    f"env: {name!r} may not be set by a spec: it chooses which program or"
+                    " library code runs (loader and path variables are refused)"
+                )
         return value
 
     @field_validator("command")
