@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import psutil
@@ -32,9 +33,17 @@ def trio_only(anyio_backend: object) -> None:
         pytest.skip("exact virtual time needs trio's MockClock")
 
 
+#: Every process this session starts inherits this marker, so the leftover check acts only
+#: on our own agents: sessions of other engineers share the machine, and without it this
+#: fixture killed their agents (seen while working on issue 11). Own what you touch.
+SESSION = f"{os.getpid()}-{uuid.uuid4().hex}"
+os.environ["ZIGGIE_TEST_SESSION"] = SESSION
+
+
 def _marked(proc: psutil.Process) -> bool:
     try:
-        return "ZIGGIE_AGENT_ID" in proc.environ()
+        env = proc.environ()
+        return "ZIGGIE_AGENT_ID" in env and env.get("ZIGGIE_TEST_SESSION") == SESSION
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
 
