@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import psutil
 
 from supervisor import Runtime, no_events, open_runtime
 from supervisor.coordinator import Coordinator, Settings, open_coordinator
+from supervisor.protocol import LOCK_NAME
 
 
 @asynccontextmanager
@@ -56,6 +58,23 @@ def serve_process(home: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
         if proc.stderr is not None:
             proc.stderr.close()
         reap_descendants(descendants)
+
+
+@contextmanager
+def fake_coordinator(home: Path) -> Iterator[Path]:
+    """A home whose lock is held (as a coordinator holds it) while nothing answers.
+
+    Yields its queue directory: a test plays the coordinator by writing answers itself.
+    """
+    queue = home / "agent-queue"
+    for sub in ("requests", "responses"):
+        (queue / sub).mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield queue
+    finally:
+        os.close(fd)
 
 
 def reap_descendants(procs: list[psutil.Process], timeout: float = 10) -> None:

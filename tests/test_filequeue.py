@@ -30,6 +30,7 @@ from .queue_helpers import (
     await_answer,
     coordinator,
     drop,
+    fake_coordinator,
     serve_process,
     status_request,
 )
@@ -212,12 +213,14 @@ async def test_refusals_are_failed_responses_with_the_field(tmp_path: Path) -> N
 
 
 async def test_client_timeout_is_a_clear_failed_response(tmp_path: Path) -> None:
-    client = AgentDeploymentClient(tmp_path / "queue")  # nobody serves it
-    answer = await client.check_agent_status("a", timeout=0.2)
+    with fake_coordinator(tmp_path) as queue:  # the home is locked, nobody answers
+        client = AgentDeploymentClient(queue)
+        answer = await client.check_agent_status("a", timeout=0.2)
+        client.close()
     assert answer.status == "failed"
     assert answer.message == "Request timeout"
+    assert answer.code == "timeout"
     assert "within 0.2 seconds" in (answer.error or "")
-    client.close()
 
 
 async def test_many_concurrent_waits_share_one_watch(tmp_path: Path) -> None:
