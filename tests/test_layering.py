@@ -219,6 +219,7 @@ COORDINATOR_EXPORTS = [
     "demo_runner",
     "home_lock",
     "open_coordinator",
+    "prune_home",
     "serve_home",
 ]
 

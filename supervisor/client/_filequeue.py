@@ -147,7 +147,7 @@ class AgentDeploymentClient:
             return self._no_coordinator(request.request_id, agent_id)
         waits = self._watch()  # watch before writing: no answer can slip past
         path = f"{self._requests}/{request_name(request.request_id)}"
-        write_atomic(path, request.model_dump_json(indent=2))
+        write_atomic(path, _request_json(request))
         if not wait:
             return DeploymentResponse(
                 request_id=request.request_id,
@@ -255,6 +255,18 @@ class AgentDeploymentClient:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _request_json(request: DeploymentRequest) -> str:
+    """The request's JSON. A spec's ``timeout_seconds`` left unset is left out: the
+    coordinator then gives a child its parent's remaining time (a top-level agent gets the
+    seed's default, 300 s)."""
+    spec = request.agent_spec
+    if spec is None or "timeout_seconds" in spec.model_fields_set:
+        return request.model_dump_json(indent=2)
+    data = request.model_dump(mode="json")
+    del data["agent_spec"]["timeout_seconds"]
+    return json.dumps(data, indent=2)
 
 
 def _failed(

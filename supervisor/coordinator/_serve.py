@@ -23,6 +23,7 @@ from supervisor import Runtime, ZiggieError, json_events, open_runtime
 from supervisor.protocol import LOCK_NAME
 
 from ._filequeue import FileQueue
+from ._housekeeping import housekeeping
 from ._recovery import recover_agents
 from ._runners import Runner
 from ._service import AgentService
@@ -54,6 +55,7 @@ class Coordinator:
                 await recover_agents(service)
                 async with anyio.create_task_group() as tg:
                     await tg.start(self.filequeue.serve)
+                    tg.start_soon(housekeeping, service.settings)
                     service.rt.events.emit("coordinator_ready", home=str(service.home.root))
                     task_status.started()
         finally:

@@ -30,6 +30,20 @@ class Settings(BaseSettings):
     log_max_bytes: int = Field(default=10 * 2**20, ge=1024, description="Agent log cap")
     polling: bool = Field(default=False, description="Poll instead of inotify")
     recovery_grace: float = Field(default=2.0, ge=0, description="Grace for stray processes")
+    # -- housekeeping (issue 11): a coordinator left running for days stays bounded --
+    retain_answers_seconds: float = Field(
+        default=86_400, gt=0, description="Keep answers (responses/, journal) this long"
+    )
+    retain_archive_days: int = Field(default=7, ge=0, description="Keep archive/ days")
+    retain_finished_seconds: float = Field(
+        default=7 * 86_400, gt=0, description="Keep finished agents this long after they end"
+    )
+    events_max_bytes: int = Field(
+        default=64 * 2**20, ge=1024, description="Rotate events.jsonl beyond this size"
+    )
+    prune_interval_seconds: float = Field(
+        default=3600, gt=0, description="How often the coordinator prunes"
+    )
 
     @classmethod
     def settings_customise_sources(
