@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
 from supervisor.protocol import read_definition
 
-from .queue_helpers import serve_process
+from .queue_helpers import reap_descendants, serve_process
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -56,10 +57,12 @@ def test_stop_stops_the_coordinator_and_its_agents(tmp_path: Path) -> None:
         deployed = ziggie("deploy", "--id", "s", "--task", "t", "--command", "sleep 600", home=home)
         assert deployed.returncode == 0, deployed.stderr
         pid = json.loads(ziggie("status", "s", "--json", home=home).stdout)["pid"]
+        helpers = psutil.Process(proc.pid).children(recursive=True)  # its watchdog
         stopped = ziggie("stop", home=home)
         assert stopped.returncode == 0, stopped.stderr
         assert f"coordinator stopped (pid {proc.pid})" in stopped.stdout
         assert proc.wait(10) == 0  # stop returned once it was gone
+        reap_descendants(helpers)  # what re-parented to us (pytest may be a subreaper)
     assert not _alive(pid)
     again = ziggie("stop", home=home)
     assert again.returncode == 3
@@ -343,3 +346,21 @@ def test_prune_with_and_without_a_coordinator(tmp_path: Path) -> None:
 def test_py_typed_ships_with_both_packages() -> None:
     assert (ROOT / "supervisor" / "py.typed").is_file()
     assert (ROOT / "actors" / "py.typed").is_file()
+
+
+def test_the_readme_spec_and_tree_examples_are_valid(tmp_path: Path) -> None:
+    from supervisor.cli._specs import load_spec, load_tree
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## The CLI") : text.index("## The embedded API")]
+    blocks = section.split("```yaml\n")[1:]
+    spec_text, tree_text = (block.split("```", 1)[0] for block in blocks)
+    (tmp_path / "agent.yaml").write_text(spec_text)
+    assert load_spec(tmp_path / "agent.yaml")["id"] == "overwatch-001"
+    (tmp_path / "tree.yaml").write_text(tree_text)
+    declared = load_tree(tmp_path / "tree.yaml")
+    assert [(d.spec.id, d.spec.level, d.parent) for d in declared] == [
+        ("overwatch", "L1", None),
+        ("analyst-a", "L2", "overwatch"),
+        ("analyst-b", "L2", "overwatch"),
+    ]
