@@ -97,6 +97,18 @@ def _drop_burst(queue: Path, prefix: str) -> float:
     return took
 
 
+def _settle(queue: Path, timeout: float = 30) -> None:
+    """Until the coordinator has archived every request (processing/ and requests/ empty)."""
+    ino = INotify()
+    for sub in ("requests", "processing"):
+        ino.add_watch(str(queue / sub), iflags.MOVED_FROM | iflags.DELETE)
+    deadline = time.monotonic() + timeout
+    while os.listdir(queue / "requests") or os.listdir(queue / "processing"):
+        assert time.monotonic() < deadline, "the coordinator did not settle"
+        ino.read(timeout=100)
+    ino.close()
+
+
 def bare_burst(tmp: Path) -> float:
     queue = tmp / "bare"
     (queue / "requests").mkdir(parents=True)
@@ -193,9 +205,15 @@ async def _gather_status(queue: Path, n: int, backend: str) -> tuple[float, int]
 
 
 def concurrent_calls(queue: Path) -> dict[str, tuple[float, int]]:
+    """Best of two runs per backend, alternated: the first run after the burst pays for
+    the coordinator's and the disk's warm-up whichever backend it is."""
+    runs: dict[str, list[tuple[float, int]]] = {"asyncio": [], "trio": []}
+    for _ in range(2):
+        for backend, results in runs.items():
+            results.append(anyio.run(_gather_status, queue, CONCURRENT, backend, backend=backend))
     return {
-        backend: anyio.run(_gather_status, queue, CONCURRENT, backend, backend=backend)
-        for backend in ("asyncio", "trio")
+        backend: (min(t for t, _ in results), max(lost for _, lost in results))
+        for backend, results in runs.items()
     }
 
 
@@ -215,6 +233,7 @@ def main() -> None:
             status, deploys = anyio.run(our_round_trips, queue, work)
             polled = anyio.run(polling_round_trips, queue)
             burst = _drop_burst(queue, "z")
+            _settle(queue)  # the burst's archiving is not the next measurement's cost
             fanout = concurrent_calls(queue)
     p50, p99 = statistics.median(status), pct(status, 99)
     poll50 = statistics.median(polled)
@@ -235,7 +254,7 @@ def main() -> None:
         ),
         *(
             (
-                f"{CONCURRENT:,} concurrent client calls ({backend})",
+                f"{CONCURRENT:,} concurrent client calls ({backend}, best of 2)",
                 f"{took:.3f} s, {lost} lost",
                 f"{bare:.3f} s (bare responder burst)",
                 f"{took / bare:.2f}x",
