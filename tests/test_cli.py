@@ -343,6 +343,13 @@ def test_prune_with_and_without_a_coordinator(tmp_path: Path) -> None:
     assert (home / "events.jsonl.1").stat().st_size == 4096
 
 
+def test_prune_of_a_mistyped_home_says_so(tmp_path: Path) -> None:
+    result = ziggie("prune", home=tmp_path / "nowhere")
+    assert result.returncode == 3
+    assert "no ziggie home at" in result.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_py_typed_ships_with_both_packages() -> None:
     assert (ROOT / "supervisor" / "py.typed").is_file()
     assert (ROOT / "actors" / "py.typed").is_file()

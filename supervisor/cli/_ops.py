@@ -78,7 +78,11 @@ def stop(
         float, typer.Option("--timeout", help="Seconds to wait for it to finish")
     ] = 60,
 ) -> None:
-    """Stop the coordinator serving the home: every agent stops, children first."""
+    """Stop the coordinator serving the home: every agent stops, children first.
+
+    It signals (SIGTERM) the process holding the home's lock, as `serve` handles it; for
+    an embedded coordinator that is the program embedding it.
+    """
     home_dir = home_of(home)
     if not coordinator_serves(home_dir):
         fail(f"no coordinator is running at {home_dir}", NOT_RUNNING)
@@ -188,6 +192,8 @@ def prune(
     """Drop what the retention settings no longer keep: finished agents, old answers,
     archived requests, journal rows; rotate a large events file."""
     home_dir = home_of(home)
+    if not (home_dir / "agent-queue").is_dir():  # a mistyped home: say so, touch nothing
+        fail(f"no ziggie home at {home_dir} (no agent-queue there)", NOT_RUNNING)
     if coordinator_serves(home_dir):  # the coordinator prunes its own journal
 
         async def job(client: AgentDeploymentClient) -> Any:
