@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -115,6 +113,7 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
 
 
 def _run_example(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    before = {p.pid for p in psutil.Process().children()}
     proc = subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
@@ -122,20 +121,16 @@ def _run_example(*args: str, timeout: float = 60) -> subprocess.CompletedProcess
         stderr=subprocess.PIPE,
         text=True,
     )
-    helpers: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None:  # note its watchdog, to reap it once the example is done
-            with contextlib.suppress(psutil.Error):
-                helpers = psutil.Process(proc.pid).children(recursive=True) or helpers
-            assert time.monotonic() < deadline, f"{args} did not finish"
-            time.sleep(0.05)
-        out, err = proc.communicate()
+        out, err = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    reap_descendants(helpers)
+    # Its helpers (the watchdog) re-parent to us when it exits if pytest is a subreaper
+    # (an earlier test made it one): wait for them to finish and reap them.
+    orphans = [p for p in psutil.Process().children() if p.pid not in before | {proc.pid}]
+    reap_descendants(orphans)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
