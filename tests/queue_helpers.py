@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -14,11 +15,15 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import psutil
+from inotify_simple import INotify
+from inotify_simple import flags as iflags
 
 from supervisor import Runtime, no_events, open_runtime
 from supervisor.coordinator import Coordinator, Settings, open_coordinator
+from supervisor.protocol import LOCK_NAME
+
+from .waiting import until_files
 
 
 @asynccontextmanager
@@ -61,6 +66,23 @@ def serve_process(
         reap_descendants(descendants)
 
 
+@contextmanager
+def fake_coordinator(home: Path) -> Iterator[Path]:
+    """A home whose lock is held (as a coordinator holds it) while nothing answers.
+
+    Yields its queue directory: a test plays the coordinator by writing answers itself.
+    """
+    queue = home / "agent-queue"
+    for sub in ("requests", "responses"):
+        (queue / sub).mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield queue
+    finally:
+        os.close(fd)
+
+
 def reap_descendants(procs: list[psutil.Process], timeout: float = 10) -> None:
     """Wait for a dead coordinator's helpers (its watchdog) to finish, and reap those
     that re-parented to us (pytest is a subreaper once a test made it one)."""
@@ -78,17 +100,18 @@ def reap_descendants(procs: list[psutil.Process], timeout: float = 10) -> None:
 
 
 def wait_ready(home: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """Until the coordinator has written its ``coordinator_ready`` event."""
+    """Until the coordinator has written its ``coordinator_ready`` event (inotify on the
+    home; the short read timeout only notices a coordinator that exited early)."""
     events = home / "events.jsonl"
     deadline = time.monotonic() + timeout
-    seen = 0
     while time.monotonic() < deadline:
         assert proc.poll() is None, "coordinator exited early"
-        if events.exists():
-            lines = events.read_text().splitlines()
-            if any('"coordinator_ready"' in line for line in lines[seen:]):
+        with INotify() as ino:  # the home, or its parent until the home exists
+            target = home if home.exists() else home.parent
+            ino.add_watch(str(target), iflags.MODIFY | iflags.CREATE | iflags.CLOSE_WRITE)
+            if events.exists() and '"coordinator_ready"' in events.read_text():
                 return
-        time.sleep(0.02)
+            ino.read(timeout=200)
     raise AssertionError("coordinator did not become ready")
 
 
@@ -117,10 +140,16 @@ def answer_of(home: Path, file_id: str) -> tuple[str, dict[str, Any]] | None:
 
 
 async def await_answer(home: Path, file_id: str, timeout: float = 20) -> tuple[str, dict[str, Any]]:
-    with anyio.fail_after(timeout):
-        while (found := answer_of(home, file_id)) is None:
-            await anyio.sleep(0.005)
-    return found
+    """The answer to *file_id*, looked for at every change in ``responses/``."""
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    def answered() -> bool:
+        answer = answer_of(home, file_id)
+        found[:] = [answer] if answer is not None else []
+        return answer is not None
+
+    await until_files([home / "agent-queue" / "responses"], answered, timeout)
+    return found[0]
 
 
 def status_request(request_id: str, target: str = "nobody") -> dict[str, Any]:

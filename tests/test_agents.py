@@ -8,7 +8,6 @@ import stat
 import sys
 from pathlib import Path
 
-import anyio
 import pytest
 
 from actors import ProcessHandle
@@ -19,6 +18,7 @@ from supervisor.coordinator._runners import resolve_argv
 from supervisor.protocol import read_definition
 
 from .helpers import real_clock_backend as anyio_backend  # noqa: F401
+from .waiting import event_waits, until_text
 
 pytestmark = pytest.mark.anyio
 
@@ -131,10 +131,9 @@ async def test_claude_runner_runs_a_fake_claude_on_path(
     task = "Fix the bug in $(echo pwned)"
     spec = make_spec(tmp_path, runner="claude", task=task, max_iterations=3, restart="transient")
     async with open_runtime() as rt:
-        await rt.start_child(agent_child_spec(spec, home, RUNNERS))
-        with anyio.fail_after(20):
-            while rt.info("agent-1").outcome is None:
-                await anyio.sleep(0.01)
+        with event_waits(rt) as waits:
+            await rt.start_child(agent_child_spec(spec, home, RUNNERS))
+            await waits.event("exited", "agent-1")
         assert rt.info("agent-1").outcome is Outcome.NORMAL
     recorded = json.loads(record.read_text())
     assert recorded["id"] == "agent-1"
@@ -158,12 +157,11 @@ async def test_agent_environment_and_files(tmp_path: Path, home: AgentHome) -> N
         restart="transient",
     )
     async with open_runtime() as rt:
-        handle: ProcessHandle = await rt.start_child(
-            agent_child_spec(spec, home, RUNNERS, parent_id="boss")
-        )
-        with anyio.fail_after(20):
-            while rt.info("L2-worker").outcome is None:
-                await anyio.sleep(0.01)
+        with event_waits(rt) as waits:
+            handle: ProcessHandle = await rt.start_child(
+                agent_child_spec(spec, home, RUNNERS, parent_id="boss")
+            )
+            await waits.event("exited", "L2-worker")
     env = json.loads(probe.read_text())
     assert env["ZIGGIE_AGENT_ID"] == "L2-worker"
     assert env["ZIGGIE_LEVEL"] == "L2"
@@ -188,11 +186,15 @@ def test_env_cannot_override_runtime_variables(tmp_path: Path) -> None:
 
 
 async def test_seed_scenario_with_the_demo_agent(tmp_path: Path, home: AgentHome) -> None:
-    """deploy -> running after 2 s -> terminate, with max_iterations=10 (the seed's test)."""
+    """deploy -> running a while -> terminate, with max_iterations=10 (the seed's test).
+
+    The seed slept 2 s; we wait for its third iteration in its log instead.
+    """
     spec = make_spec(tmp_path, env={})  # default pace: 10 iterations take 5 s
     async with open_runtime() as rt:
         handle: ProcessHandle = await rt.start_child(agent_child_spec(spec, home, RUNNERS))
-        await anyio.sleep(2)
+        assert handle.log_path is not None
+        await until_text(handle.log_path, lambda text: text.count('"event": "iteration"') >= 3)
         assert rt.info("agent-1").state is ChildState.RUNNING
         await rt.terminate("agent-1")
         assert "agent-1" not in rt  # temporary by default, as queue deploys
@@ -202,17 +204,17 @@ async def test_seed_scenario_with_the_demo_agent(tmp_path: Path, home: AgentHome
     assert lines[0]["task"] == "Perform test operations and report status"
     assert lines[0]["name"] == "Test Agent"
     iterations = [x["iteration"] for x in lines if x["event"] == "iteration"]
-    assert 3 <= len(iterations) <= 6
+    assert iterations == list(range(1, len(iterations) + 1))
+    assert 3 <= len(iterations) < 10  # stopped while running, before its last iteration
     assert lines[-1]["event"] == "stopping"  # SIGTERM handled, last line not lost
 
 
 async def test_demo_agent_finishes_after_max_iterations(tmp_path: Path, home: AgentHome) -> None:
     spec = make_spec(tmp_path, max_iterations=4, restart="transient")
     async with open_runtime() as rt:
-        handle: ProcessHandle = await rt.start_child(agent_child_spec(spec, home, RUNNERS))
-        with anyio.fail_after(20):
-            while rt.info("agent-1").outcome is None:
-                await anyio.sleep(0.01)
+        with event_waits(rt) as waits:
+            handle: ProcessHandle = await rt.start_child(agent_child_spec(spec, home, RUNNERS))
+            await waits.event("exited", "agent-1")
         assert rt.info("agent-1").outcome is Outcome.NORMAL
     assert handle.log_path is not None
     events = [json.loads(x)["event"] for x in handle.log_path.read_text().splitlines()]

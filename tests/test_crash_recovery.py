@@ -17,6 +17,7 @@ from supervisor import SyncAgentDeploymentClient
 
 from .helpers import marked
 from .queue_helpers import agent_spec, drop, reap_descendants, serve_process, status_request
+from .waiting import until_files_sync
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,8 @@ def _responses(home: Path) -> dict[str, str]:
 
 
 def _wait(predicate: object, timeout: float = 60, what: str = "condition") -> None:
+    # Only for process states (psutil): a process that is not our child offers no event to
+    # wait on here. Files are waited on with inotify (until_files_sync).
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -58,6 +61,7 @@ def test_kill_9_during_a_burst_then_restart(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     n_status, agent_ids = 300, [f"burst-{i}" for i in range(12)]
+    responses = home / "agent-queue" / "responses"
     with serve_process(home) as first:
         sync = SyncAgentDeploymentClient(home / "agent-queue")
         keeper = agent_spec("keeper", work, restart="permanent")
@@ -82,7 +86,7 @@ def test_kill_9_during_a_burst_then_restart(tmp_path: Path) -> None:
                             "agent_spec": agent_spec(agent_ids[j], work),
                         },
                     )
-        _wait(lambda: len(_responses(home)) >= 40, what="some answers")
+        until_files_sync([responses], lambda: len(_responses(home)) >= 40, what="some answers")
         _kill9(first)
         sync.close()
         before = _responses(home)
@@ -94,10 +98,13 @@ def test_kill_9_during_a_burst_then_restart(tmp_path: Path) -> None:
     _reap_zombie_children()
 
     with serve_process(home):
-        _wait(lambda: len(_responses(home)) >= total, what="all answers")
+        until_files_sync([responses], lambda: len(_responses(home)) >= total, what="all answers")
         after = _responses(home)
         q = home / "agent-queue"
-        _wait(lambda: not os.listdir(q / "requests") and not os.listdir(q / "processing"))
+        until_files_sync(
+            [q / "requests", q / "processing"],
+            lambda: not os.listdir(q / "requests") and not os.listdir(q / "processing"),
+        )
         # exactly once: one answer per request id, and no earlier answer was rewritten
         assert len(after) == total
         for name, body in before.items():
@@ -162,9 +169,9 @@ def test_recovery_stops_agents_a_crashed_coordinator_left_running(tmp_path: Path
         _wait(watchdog_dead, 10, "the watchdog to die")
         _kill9(first)
         sync.close()
-        time.sleep(0.3)
         # Really orphaned: the silent grandchild lives on (the agent itself may die of
-        # SIGPIPE at its next write, its log pipe's reader being gone).
+        # SIGPIPE at its next write, its log pipe's reader being gone). Its coordinator and
+        # watchdog are gone and nothing else stops it: no waiting needed to see that.
         left = marked(["stray"])["stray"]
         assert left
     with serve_process(home):

@@ -30,9 +30,11 @@ from .queue_helpers import (
     await_answer,
     coordinator,
     drop,
+    fake_coordinator,
     serve_process,
     status_request,
 )
+from .waiting import event_waits, until_files, until_text
 
 pytestmark = pytest.mark.anyio
 
@@ -43,9 +45,8 @@ def _queue_empty(home: Path) -> bool:
 
 
 async def _settle(home: Path) -> None:
-    with anyio.fail_after(20):
-        while not _queue_empty(home):
-            await anyio.sleep(0.01)
+    q = home / "agent-queue"
+    await until_files([q / "requests", q / "processing"], lambda: _queue_empty(home))
 
 
 BAD_INPUTS: list[tuple[str, bytes | str | dict[str, Any], str]] = [
@@ -96,11 +97,13 @@ async def test_directories_symlinks_and_odd_names(tmp_path: Path) -> None:
         drop(home, "note.txt", b"ignore me")
         assert "not a regular file" in (await await_answer(home, "d"))[1]["error"]
         assert "symlink" in (await await_answer(home, "link"))[1]["error"]
-        with anyio.fail_after(20):
-            while not list((home / "agent-queue" / "responses").glob("invalid-*.error.json")):
-                await anyio.sleep(0.01)
-        await anyio.sleep(0.2)
+        responses = home / "agent-queue" / "responses"
+        await until_files([responses], lambda: bool(list(responses.glob("invalid-*.error.json"))))
+        # Dropped after the hidden file and answered: the hidden one was seen, and left.
+        drop(home, "after.request.json", status_request("after"))
+        await await_answer(home, "after")
         assert answer_of(home, "hidden") is None  # hidden files are a writer's temp files
+        assert (requests / ".hidden.request.json").exists()
         assert (requests / "note.txt").exists()
     assert secret.read_text()  # the symlink target was never touched
     # Nothing was written outside the home.
@@ -212,12 +215,14 @@ async def test_refusals_are_failed_responses_with_the_field(tmp_path: Path) -> N
 
 
 async def test_client_timeout_is_a_clear_failed_response(tmp_path: Path) -> None:
-    client = AgentDeploymentClient(tmp_path / "queue")  # nobody serves it
-    answer = await client.check_agent_status("a", timeout=0.2)
+    with fake_coordinator(tmp_path) as queue:  # the home is locked, nobody answers
+        client = AgentDeploymentClient(queue)
+        answer = await client.check_agent_status("a", timeout=0.2)
+        client.close()
     assert answer.status == "failed"
     assert answer.message == "Request timeout"
+    assert answer.code == "timeout"
     assert "within 0.2 seconds" in (answer.error or "")
-    client.close()
 
 
 async def test_many_concurrent_waits_share_one_watch(tmp_path: Path) -> None:
@@ -242,15 +247,14 @@ async def test_terminate_does_not_block_other_requests(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     stubborn = agent_spec("stubborn", work, shutdown=3, env={"DEMO_IGNORE_TERM": "1"})
-    async with coordinator(home):
+    async with coordinator(home) as (rt, _):
         client = AgentDeploymentClient(home / "agent-queue")
         deployed = await client.deploy_agent(AgentSpec.model_validate(stubborn))
         assert deployed.status == "deployed"
-        log = Path(deployed.output_log or "")
-        with anyio.fail_after(20):  # its SIGTERM handler is in place once it says so
-            while not log.exists() or "agent_started" not in log.read_text():
-                await anyio.sleep(0.01)
+        # its SIGTERM handler is in place once it says so
+        await until_text(Path(deployed.output_log or ""), lambda text: "agent_started" in text)
         order: list[str] = []
+        waits = event_waits(rt)
 
         async def terminate() -> None:
             answer = await client.terminate_agent("stubborn", timeout=30)
@@ -258,15 +262,16 @@ async def test_terminate_does_not_block_other_requests(tmp_path: Path) -> None:
             assert answer.agent is not None
             assert answer.agent["killed"]  # it ignored SIGTERM: SIGKILL after the grace
 
-        async def meanwhile() -> None:
-            await anyio.sleep(0.5)
+        async def meanwhile() -> None:  # once the terminate is under way (no sleep)
+            await events.event("stop_requested", "stubborn")
             other = AgentSpec.model_validate(agent_spec("other", work))
             order.append(f"deploy:{(await client.deploy_agent(other)).status}")
             order.append(f"status:{(await client.check_agent_status('other')).status}")
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(terminate)
-            tg.start_soon(meanwhile)
+        with waits as events:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(terminate)
+                tg.start_soon(meanwhile)
         assert order == ["deploy:deployed", "status:running", "terminate:terminated"]
         await client.terminate_agent("other")
         client.close()

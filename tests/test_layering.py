@@ -225,6 +225,7 @@ COORDINATOR_EXPORTS = [
     "demo_runner",
     "home_lock",
     "open_coordinator",
+    "prune_home",
     "serve_home",
 ]
 

@@ -3,6 +3,7 @@
 Serving lives in :mod:`supervisor.coordinator`; every other command is a client call.
 """
 
-from ._app import app, main
+from ._app import main
+from ._common import app
 
 __all__ = ["app", "main"]

@@ -11,6 +11,7 @@ Built on the kernel's public API, :mod:`actors`, :mod:`supervisor.protocol`.
 
 from ._agents import AgentHome, AgentRefused
 from ._filequeue import BadRequest, FileQueue
+from ._housekeeping import prune_home
 from ._journal import Journal
 from ._runners import Runner, claude_runner, default_runners, demo_runner
 from ._serve import (
@@ -48,5 +49,6 @@ __all__ = [
     "demo_runner",
     "home_lock",
     "open_coordinator",
+    "prune_home",
     "serve_home",
 ]

@@ -22,18 +22,17 @@ from anyio.abc import TaskStatus
 
 from actors import become_subreaper
 from supervisor import Runtime, ZiggieError, json_events, open_runtime
+from supervisor.protocol import LOCK_NAME
 
 if TYPE_CHECKING:
     from ._http import HttpTransport
 
 from ._filequeue import FileQueue
+from ._housekeeping import housekeeping
 from ._recovery import recover_agents
 from ._runners import Runner
 from ._service import AgentService
 from ._settings import Settings
-
-#: The file a running coordinator holds locked (flock) for as long as it serves.
-LOCK_NAME = "coordinator.lock"
 
 
 class CoordinatorRunning(ZiggieError):
@@ -88,6 +87,7 @@ class Coordinator:
                         if self.http is not None:
                             await tg.start(self.http.serve)
                         await tg.start(self.filequeue.serve)
+                        tg.start_soon(housekeeping, service.settings)
                         service.rt.events.emit(
                             "coordinator_ready", home=str(service.home.root), url=self.url
                         )
@@ -129,13 +129,19 @@ async def open_coordinator(
         async with open_runtime() as rt, open_coordinator(rt, Settings(home=h)) as coord:
             ...  # agents (and their sub-agents) deploy through h/agent-queue
     """
-    coord = Coordinator(runtime, settings, runners=runners)
-    async with anyio.create_task_group() as tg:
-        await tg.start(coord.serve)
-        try:
-            yield coord
-        finally:
-            tg.cancel_scope.cancel()
+    # It holds the home's lock as `serve` does: clients see that a coordinator serves
+    # (they fail fast otherwise, issue 11), and no second coordinator serves the home.
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with home_lock(settings.home) as mine:
+        if not mine:
+            raise CoordinatorRunning(f"a coordinator is already running at {settings.home}")
+        coord = Coordinator(runtime, settings, runners=runners)
+        async with anyio.create_task_group() as tg:
+            await tg.start(coord.serve)
+            try:
+                yield coord
+            finally:
+                tg.cancel_scope.cancel()
 
 
 @contextlib.contextmanager

@@ -33,6 +33,8 @@ from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse
 
 from . import _nesting, _record
 from ._agents import AgentHome, AgentRefused, agent_child_spec, contained_spec
+from ._defaults import inherit_from_parent
+from ._housekeeping import prune_request
 from ._journal import Journal
 from ._replies import cause, not_found, reply, wrapper_id
 from ._runners import Runner, default_runners
@@ -153,6 +155,8 @@ class AgentService:
             if request.action == "restart_agent":
                 async with self._deploys:
                     return await self.restart(request)
+            if request.action == "prune":  # housekeeping on demand (``ziggie prune``)
+                return await prune_request(self.settings, request)
             return self.list(request)
         except Exception as exc:  # a bug must still produce an answer, and be logged
             self.rt.events.emit("request_crashed", request_id=request.request_id, error=repr(exc))
@@ -165,6 +169,7 @@ class AgentService:
     async def deploy(self, request: DeploymentRequest) -> DeploymentResponse:
         spec = request.agent_spec
         assert spec is not None
+        spec = inherit_from_parent(self.rt, self.journal, spec, request.parent_agent)
         if self._taken(spec.id):
             return reply(
                 request,

@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     subreaper: bool = Field(default=True, description="serve: become the child subreaper")
     durability: Literal["full", "fast"] = Field(
         default="full", description="full: changes are fsynced before they are answered"
+    # -- housekeeping (issue 11): a coordinator left running for days stays bounded --
+    retain_answers_seconds: float = Field(
+        default=86_400, gt=0, description="Keep answers (responses/, journal) this long"
+    )
+    retain_archive_days: int = Field(default=7, ge=0, description="Keep archive/ days")
+    retain_finished_seconds: float = Field(
+        default=7 * 86_400, gt=0, description="Keep finished agents this long after they end"
+    )
+    events_max_bytes: int = Field(
+        default=64 * 2**20, ge=1024, description="Rotate events.jsonl beyond this size"
+    )
+    prune_interval_seconds: float = Field(
+        default=3600, gt=0, description="How often the coordinator prunes"
     )
 
     @classmethod

@@ -7,10 +7,12 @@ id rules (from their module, not the package face, which re-exports this package
 from ._definition import definition_text, read_definition
 from ._dirwatch import RESCAN, Watcher, watch_directory
 from ._fileio import write_atomic
+from ._lock import coordinator_serves
 from ._queue import (
     ARCHIVE,
     DIRECTORIES,
     ERROR_SUFFIX,
+    LOCK_NAME,
     PROCESSING,
     REQUEST_SUFFIX,
     REQUESTS,
@@ -37,6 +39,7 @@ __all__ = [
     "ARCHIVE",
     "DIRECTORIES",
     "ERROR_SUFFIX",
+    "LOCK_NAME",
     "PROCESSING",
     "PROTOCOL_VERSION",
     "REQUESTS",
@@ -54,6 +57,7 @@ __all__ = [
     "Level",
     "Status",
     "Watcher",
+    "coordinator_serves",
     "definition_text",
     "error_name",
     "read_definition",

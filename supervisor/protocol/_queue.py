@@ -19,6 +19,10 @@ REQUEST_SUFFIX: Final = ".request.json"
 RESPONSE_SUFFIX: Final = ".response.json"
 ERROR_SUFFIX: Final = ".error.json"
 
+#: In a coordinator's home (the queue's parent): the file it holds locked (flock,
+#: exclusive) for as long as it serves. Clients probe it to fail fast (issue 11).
+LOCK_NAME: Final = "coordinator.lock"
+
 
 def request_name(request_id: str) -> str:
     return request_id + REQUEST_SUFFIX

@@ -105,7 +105,9 @@ Timestamp = Annotated[
 ]
 Level = Literal["L1", "L2", "L3"]
 RestartType = Literal["permanent", "transient", "temporary"]
-Action = Literal["deploy_agent", "status_check", "terminate_agent", "list_agents", "restart_agent"]
+Action = Literal[
+    "deploy_agent", "status_check", "terminate_agent", "list_agents", "restart_agent", "prune"
+]
 Status = Literal["deployed", "failed", "running", "completed", "terminated", "submitted"]
 
 

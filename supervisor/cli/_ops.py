@@ -1,0 +1,238 @@
+"""Commands on the coordinator and on whole trees: serve, stop, apply, diff, prune."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+
+from supervisor.client import AgentDeploymentClient
+from supervisor.coordinator import (
+    CoordinatorRunning,
+    Settings,
+    check_http,
+    prune_home,
+    serve_home,
+)
+from supervisor.protocol import LOCK_NAME, DeploymentRequest, coordinator_serves
+
+from . import _tree
+from ._agents import print_json
+from ._common import (
+    FAILED,
+    NOT_RUNNING,
+    USAGE,
+    HomeOpt,
+    JsonOpt,
+    TimeoutOpt,
+    app,
+    call,
+    fail,
+    home_of,
+    no_coordinator_exit,
+    out,
+    run_client,
+    validation_message,
+)
+from ._specs import SpecError, load_tree
+
+ConfigOpt = Annotated[Path | None, typer.Option(help="TOML settings file")]
+
+
+def load_settings(config: Path | None, **explicit: Any) -> Settings:
+    """Settings, or exit 2 with what is wrong (a broken TOML file is no traceback)."""
+    try:
+        return Settings.load(config, **explicit)
+    except ValidationError as exc:
+        fail(f"invalid settings: {validation_message(exc)}", USAGE)
+    except FileNotFoundError as exc:
+        fail(str(exc), USAGE)
+    except tomllib.TOMLDecodeError as exc:
+        fail(f"{config} is not valid TOML: {exc}", USAGE)
+
+
+@app.command()
+def serve(
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    runner: Annotated[str | None, typer.Option(help="Default runner (demo, claude, ...)")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Deploys handled at once")] = None,
+    polling: Annotated[bool | None, typer.Option(help="Poll instead of inotify")] = None,
+    quiet: Annotated[bool, typer.Option(help="Events to the events file only")] = False,
+    http: Annotated[
+        str | None, typer.Option(help="Also serve the REST API at HOST:PORT (port 0: any)")
+    ] = None,
+    http_public: Annotated[
+        bool, typer.Option("--http-public", help="Allow --http on a non-loopback address")
+    ] = False,
+) -> None:
+    """Run the coordinator in the foreground until SIGINT/SIGTERM or `ziggie stop`."""
+    settings = load_settings(
+        config,
+        home=home,
+        default_runner=runner,
+        concurrency=concurrency,
+        polling=polling,
+        http=http,
+        http_public=http_public or None,
+    )
+    if settings.http is not None:
+        try:
+            check_http(settings)
+        except ValueError as exc:
+            fail(str(exc), USAGE)
+    try:
+        serve_home(settings, quiet=quiet)
+    except CoordinatorRunning as exc:
+        fail(str(exc), FAILED)
+
+
+@app.command()
+def stop(
+    home: HomeOpt = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for it to finish")
+    ] = 60,
+) -> None:
+    """Stop the coordinator serving the home: every agent stops, children first.
+
+    It signals (SIGTERM) the process holding the home's lock, as `serve` handles it; for
+    an embedded coordinator that is the program embedding it.
+    """
+    home_dir = home_of(home)
+    if not coordinator_serves(home_dir):
+        fail(f"no coordinator is running at {home_dir}", NOT_RUNNING)
+    try:  # the holder of the lock wrote its pid there
+        pid = int((home_dir / LOCK_NAME).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        fail(f"cannot read the coordinator's pid from {home_dir / LOCK_NAME}", FAILED)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        fail(f"the coordinator (pid {pid}) is gone", NOT_RUNNING)
+    deadline = time.monotonic() + timeout
+    while coordinator_serves(home_dir):  # its lock goes when its last agent has stopped
+        if time.monotonic() > deadline:
+            fail(f"the coordinator (pid {pid}) is still stopping after {timeout:g} s", FAILED)
+        time.sleep(0.05)
+    out.print(f"coordinator stopped (pid {pid})")
+
+
+def _plan(tree_file: Path, home_dir: Path, timeout: float) -> tuple[list[Any], list[_tree.Step]]:
+    try:
+        declared = load_tree(tree_file)
+    except SpecError as exc:
+        fail(str(exc), USAGE)
+    response = call(home_dir, "list_agents", timeout=timeout)
+    live = {a["agent_id"]: a for a in response.agents or []}
+    return declared, _tree.plan(declared, _tree.read_state(home_dir), live)
+
+
+def _show(steps: list[_tree.Step], include_keep: bool) -> None:
+    marks = {"add": "+", "remove": "-", "change": "~", "restart": "~", "keep": "="}
+    for step in steps:
+        if step.action == "keep" and not include_keep:
+            continue
+        why = f" ({escape(step.why)})" if step.why else ""
+        out.print(f"{marks[step.action]} {step.action:<8} {escape(step.agent_id)}{why}")
+
+
+@app.command()
+def diff(
+    tree_file: Annotated[Path, typer.Argument(help="The tree file (YAML or JSON)")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+    timeout: TimeoutOpt = 10,
+) -> None:
+    """Show what `ziggie apply TREE_FILE` would do. Exit 0 if nothing, 1 if something."""
+    _, steps = _plan(tree_file, home_of(home), timeout)
+    if as_json:
+        print_json([{"action": s.action, "agent_id": s.agent_id, "why": s.why} for s in steps])
+    else:
+        _show(steps, include_keep=False)
+    if any(s.action != "keep" for s in steps):
+        raise typer.Exit(FAILED)
+
+
+@app.command()
+def apply(
+    tree_file: Annotated[Path, typer.Argument(help="The tree file (YAML or JSON)")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+    timeout: TimeoutOpt = 60,
+) -> None:
+    """Deploy a declared tree; applied again, change only what changed."""
+    home_dir = home_of(home)
+    declared, steps = _plan(tree_file, home_dir, timeout)
+
+    async def job(client: AgentDeploymentClient) -> Any:
+        return await _tree.execute(client, steps, timeout)
+
+    done = run_client(home_dir, job)
+    failed = [
+        (s, a) for s, a in done if a is not None and a.status == "failed" and s.action != "remove"
+    ]
+    if not failed:
+        _tree.write_state(home_dir, declared)
+    if as_json:
+        print_json(
+            [
+                {
+                    "action": s.action,
+                    "agent_id": s.agent_id,
+                    "why": s.why,
+                    "answer": a.model_dump(mode="json") if a else None,
+                }
+                for s, a in done
+            ]
+        )
+    else:
+        _show(steps, include_keep=True)
+        for step, answer in failed:
+            out.print(
+                f"[red]failed[/] {escape(step.agent_id)}: {escape(answer.error or answer.message)}"
+                if answer
+                else ""
+            )
+    if failed:
+        raise typer.Exit(FAILED)
+
+
+@app.command()
+def prune(
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    timeout: TimeoutOpt = 60,
+) -> None:
+    """Drop what the retention settings no longer keep: finished agents, old answers,
+    archived requests, journal rows; rotate a large events file."""
+    home_dir = home_of(home)
+    if not (home_dir / "agent-queue").is_dir():  # a mistyped home: say so, touch nothing
+        fail(f"no ziggie home at {home_dir} (no agent-queue there)", NOT_RUNNING)
+    if coordinator_serves(home_dir):  # the coordinator prunes its own journal
+
+        async def job(client: AgentDeploymentClient) -> Any:
+            request = DeploymentRequest(parent_agent="cli", action="prune")
+            return await client.submit(request, timeout=timeout)
+
+        response = run_client(home_dir, job)
+        no_coordinator_exit(response, home_dir)
+        if response.status == "failed":
+            fail(response.error or response.message, FAILED)
+        report = response.agent or {}
+    else:
+        settings = load_settings(config, home=home_dir)
+        report = prune_home(settings)
+    if as_json:
+        print_json(report)
+    else:
+        for key, value in report.items():
+            out.print(f"{key}: {value}")

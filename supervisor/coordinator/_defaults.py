@@ -1,0 +1,34 @@
+"""Nesting defaults: what a deploy under a parent gets when its spec leaves a field out.
+
+Kept out of the service's placement rules (``_nesting`` refuses, this fills in): a child
+whose request omits ``timeout_seconds`` gets its parent's remaining time (issue 11)
+instead of the seed's 300 s default, which a parent with less time left would refuse.
+An omitted field is one absent from the request's JSON (pydantic's ``model_fields_set``);
+the seed's client always sends one, so the seed's behaviour is unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from actors import ProcessHandle
+from supervisor import Runtime
+from supervisor.protocol import AgentSpec
+
+from ._journal import Journal
+
+
+def inherit_from_parent(
+    rt: Runtime, journal: Journal, spec: AgentSpec, parent_agent: str
+) -> AgentSpec:
+    """*spec*, with a deadline at its parent's remaining time if it asked for none."""
+    if "timeout_seconds" in spec.model_fields_set or parent_agent not in rt:
+        return spec
+    handle = rt.whereis(parent_agent)
+    row = journal.agent(parent_agent)
+    if not isinstance(handle, ProcessHandle) or row is None:
+        return spec
+    parent = AgentSpec.model_validate(row["spec"])
+    remaining = handle.started_at + parent.timeout_seconds - time.time()
+    return spec.model_copy(update={"timeout_seconds": max(1, math.floor(remaining))})
