@@ -11,7 +11,6 @@ families: never counted, never killed.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 

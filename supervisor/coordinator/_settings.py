@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     subreaper: bool = Field(default=True, description="serve: become the child subreaper")
     durability: Literal["full", "fast"] = Field(
         default="full", description="full: changes are fsynced before they are answered"
+    )
     # -- housekeeping (issue 11): a coordinator left running for days stays bounded --
     retain_answers_seconds: float = Field(
         default=86_400, gt=0, description="Keep answers (responses/, journal) this long"

@@ -16,18 +16,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import __version__
-from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse
+from supervisor.protocol import DeploymentRequest, DeploymentResponse
 
 from .._service import AgentService
 from ._auth import Principal, Tokens
 from ._metrics import CONTENT_TYPE, Metrics
+from ._models import DeployBody, Problem
 from ._openapi import openapi_document
 from ._stream import EventHub, parse_last_event_id
 
@@ -63,28 +64,6 @@ _STATIC_HEADERS: Final = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-class DeployBody(BaseModel):
-    """``POST /v1/agents``: a spec, and where in the tree it goes."""
-
-    agent_spec: AgentSpec
-    parent_agent: str | None = Field(
-        default=None, description="The parent agent's id; default: top level (operator) or self"
-    )
-    request_id: str | None = Field(
-        default=None, description="Makes the deploy idempotent: a repeat gets the same answer"
-    )
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str | None = None
-    field: str | None = Field(default=None, description="The offending field, when there is one")
 
 
 class ApiError(Exception):

@@ -14,6 +14,8 @@ from pydantic.json_schema import models_json_schema
 from supervisor import __version__
 from supervisor.protocol import DeploymentRequest, DeploymentResponse
 
+from ._models import DeployBody, Problem
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -68,8 +70,6 @@ _ID = {
 
 
 def openapi_document() -> dict[str, Any]:
-    from ._app import DeployBody, Problem  # the body models live beside their routes
-
     models: list[tuple[type[BaseModel], Any]] = [
         (DeploymentRequest, "validation"),
         (DeploymentResponse, "serialization"),
