@@ -487,3 +487,48 @@ async def test_http_client_has_the_seed_surface(tmp_path: Path) -> None:
         r = await nowhere.check_agent_status("c1", timeout=5)
         assert r.status == "failed"
         assert r.code == "no_coordinator"
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_the_cli_drives_a_coordinator_over_http(tmp_path: Path) -> None:
+    spec_file = tmp_path / "agent.json"
+    spec_file.write_text(json.dumps(spec("remote-1", tmp_path)))
+    with served(tmp_path) as (_proc, url, token):
+        elsewhere = tmp_path / "not-the-home"  # over HTTP the home is not needed
+        deployed = _cli(
+            "--url", url, "--token", token, "deploy", str(spec_file), "--home", str(elsewhere)
+        )
+        assert deployed.returncode == 0, deployed.stderr
+        status = _cli(
+            "status",
+            "remote-1",
+            "--json",
+            "--home",
+            str(elsewhere),
+            env={"ZIGGIE_URL": url, "ZIGGIE_API_TOKEN": token},
+        )
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["agent"]["state"] == "running"
+        wrong = _cli("--url", url, "--token", "nope-nope-nope-nope", "status", "remote-1")
+        assert wrong.returncode == 1
+        assert "401" in wrong.stdout + wrong.stderr
+        missing = _cli("--url", url, "--token", token, "status", "nobody")
+        assert missing.returncode == 4
+        link = _cli("dashboard", "--home", str(tmp_path))
+        assert link.returncode == 0
+        assert link.stdout.strip() == f"{url}/#token={token}"
+        gone = _cli("--url", url, "--token", token, "terminate", "remote-1")
+        assert gone.returncode == 0, gone.stderr
+    assert _cli("dashboard", "--home", str(tmp_path)).returncode == 3  # no API serves it

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from . import _agents, _ops  # noqa: F401 - their commands register on the app
-from ._common import app, out
+from ._common import Remote, app, out
 
 
 def _version() -> str:
@@ -35,8 +35,19 @@ def _options(
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version"),
     ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Drive a coordinator over its HTTP API (else $ZIGGIE_URL)"),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", help="API token (else $ZIGGIE_API_TOKEN, $ZIGGIE_AGENT_TOKEN, the home's)"
+        ),
+    ] = None,
 ) -> None:
     """A supervision runtime for nested AI agents (L1 -> L2 -> L3)."""
+    Remote.url, Remote.token = url, token
 
 
 def main() -> None:

@@ -60,20 +60,43 @@ def exit_code_of(response: DeploymentResponse) -> int:
     return _EXIT_OF_CODE.get(response.code or "", FAILED)
 
 
+class Remote:
+    """``--url``/``--token`` (or ``ZIGGIE_URL`` and a token variable): drive over HTTP."""
+
+    url: str | None = None
+    token: str | None = None
+
+
 def client_for(home: Path, parent: str = "cli") -> AgentDeploymentClient:
     return AgentDeploymentClient(home / "agent-queue", parent_agent=parent)
 
 
-def run_client(
-    home: Path, job: Callable[[AgentDeploymentClient], Awaitable[Any]], parent: str = "cli"
-) -> Any:
-    """Run *job* with a client of *home* on one event loop, closing the client after."""
+def run_client(home: Path, job: Callable[[Any], Awaitable[Any]], parent: str = "cli") -> Any:
+    """Run *job* with a client of *home* (or of ``--url``) on one event loop, then close it."""
+    url = Remote.url or os.environ.get("ZIGGIE_URL")
 
     async def main() -> Any:
+        if url:
+            from supervisor.client import HttpAgentClient
+
+            token = Remote.token or os.environ.get("ZIGGIE_API_TOKEN")
+            token = token or os.environ.get("ZIGGIE_AGENT_TOKEN") or _home_token(home)
+            async with HttpAgentClient(url, token, parent_agent=parent) as remote:
+                try:
+                    return await job(remote)
+                except AttributeError as exc:
+                    fail(f"not available over HTTP ({exc.name}): use --home", USAGE)
         async with client_for(home, parent) as client:
             return await job(client)
 
     return anyio.run(main)
+
+
+def _home_token(home: Path) -> str | None:
+    try:
+        return (home / "api-token").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def call(home: Path, method: str, *args: Any, timeout: float) -> DeploymentResponse:

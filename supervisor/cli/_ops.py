@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -236,3 +237,28 @@ def prune(
     else:
         for key, value in report.items():
             out.print(f"{key}: {value}")
+
+
+@app.command()
+def dashboard(
+    home: HomeOpt = None,
+    open_it: Annotated[bool, typer.Option("--open", help="Open it in a browser")] = False,
+) -> None:
+    """Print the dashboard's link (with the operator token in its fragment)."""
+    home_dir = home_of(home)
+    try:
+        info = json.loads((home_dir / "http.json").read_text(encoding="utf-8"))
+        token = (home_dir / "api-token").read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        fail(
+            f"no HTTP API serves {home_dir} (start one: ziggie serve --home {home_dir}"
+            " --http 127.0.0.1:0)",
+            NOT_RUNNING,
+        )
+    # The fragment never reaches the server: the page moves it into a header.
+    link = f"{info['url']}/#token={token}"
+    out.print(link)
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(link)
