@@ -41,6 +41,8 @@ def serve_process(
     home: Path, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``ziggie serve --home HOME`` as a real process, ready when it yields."""
+    events = home / "events.jsonl"
+    seen = events.stat().st_size if events.exists() else 0  # an earlier run's lines
     proc = subprocess.Popen(
         [sys.executable, "-m", "supervisor.cli", "serve", "--home", str(home), "--quiet", *extra],
         stdout=subprocess.DEVNULL,
@@ -49,7 +51,7 @@ def serve_process(
     )
     descendants: list[psutil.Process] = []
     try:
-        wait_ready(home, proc)
+        wait_ready(home, proc, after=seen)
         yield proc
     finally:
         with contextlib.suppress(psutil.Error):
@@ -99,9 +101,12 @@ def reap_descendants(procs: list[psutil.Process], timeout: float = 10) -> None:
             time.sleep(0.01)
 
 
-def wait_ready(home: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """Until the coordinator has written its ``coordinator_ready`` event (inotify on the
-    home; the short read timeout only notices a coordinator that exited early)."""
+def wait_ready(
+    home: Path, proc: subprocess.Popen[bytes], timeout: float = 30, *, after: int = 0
+) -> None:
+    """Until the coordinator has written its ``coordinator_ready`` event past byte *after*
+    of the events file (an earlier coordinator's line is not this one's); inotify on the
+    home, the short read timeout only notices a coordinator that exited early."""
     events = home / "events.jsonl"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -109,7 +114,7 @@ def wait_ready(home: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -
         with INotify() as ino:  # the home, or its parent until the home exists
             target = home if home.exists() else home.parent
             ino.add_watch(str(target), iflags.MODIFY | iflags.CREATE | iflags.CLOSE_WRITE)
-            if events.exists() and '"coordinator_ready"' in events.read_text():
+            if events.exists() and '"coordinator_ready"' in events.read_text()[after:]:
                 return
             ino.read(timeout=200)
     raise AssertionError("coordinator did not become ready")

@@ -181,7 +181,8 @@ async def test_deploy_status_logs_list_tree_terminate(tmp_path: Path) -> None:
         r = await a.client.get("/v1/agents")
         assert [x["agent_id"] for x in r.json()["agents"]] == ["one"]
         r = await a.client.get("/v1/tree")
-        assert [n["id"] for n in r.json()["tree"]["children"]] == ["one"]
+        (wrapper,) = r.json()["tree"]["children"]  # each agent has its own supervisor
+        assert [n["id"] for n in wrapper["children"]] == ["one"]
         r = await a.client.delete("/v1/agents/one")
         assert r.status_code == 200
         assert r.json()["status"] == "terminated"

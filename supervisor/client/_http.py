@@ -8,13 +8,13 @@ response (with a machine-readable ``code``), never an exception.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from typing import Any
 
 import anyio
 import httpx
-from httpx_sse import aconnect_sse
 from pydantic import ValidationError
 
 from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, ErrorCode
@@ -211,26 +211,86 @@ class EventStream:
     async def _read(self) -> None:
         async with self._tx:
             while True:
-                last = self.last_event_id
-                headers = {"Last-Event-ID": str(last)} if last is not None else {}
-                http = self._client._http()
                 try:
-                    async with aconnect_sse(http, "GET", "/v1/events", headers=headers) as src:
-                        status = src.response.status_code
-                        if status in (401, 403):
-                            self._error = PermissionError(f"events: HTTP {status}")
-                            return
-                        src.response.raise_for_status()
-                        async for sse in src.aiter_sse():
-                            if not sse.data:
-                                continue
-                            event = json.loads(sse.data)
-                            if sse.id:
-                                self.last_event_id = int(sse.id)
-                                event["id"] = self.last_event_id
-                            await self._tx.send(event)
-                except (httpx.TransportError, httpx.RemoteProtocolError):
-                    pass
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await self._stream_once()
+                except (OSError, anyio.EndOfStream, anyio.BrokenResourceError, ValueError):
+                    pass  # the connection broke or the server went away: resume below
+                except anyio.ClosedResourceError:
                     return  # the consumer left
+                if self._error is not None:
+                    return
                 await anyio.sleep(0.2)  # the stream ended (slow consumer, restart): resume
+
+    async def _stream_once(self) -> None:
+        """One connection: GET /v1/events over a plain socket, server-sent events out.
+
+        A raw HTTP/1.1 reader (chunked decoding and SSE framing, a few dozen lines) instead
+        of httpx's streaming iterators: cancelling those mid-stream leaves async generators
+        for the garbage collector, which trio reports (and a strict test suite fails on).
+        """
+        url = httpx.URL(self._client.url)
+        if url.scheme != "http":
+            raise ValueError(f"events: only http:// URLs are served, not {url.scheme}")
+        port = url.port or 80
+        head = ["GET /v1/events HTTP/1.1", f"Host: {url.host}:{port}"]
+        head.append("Accept: text/event-stream")
+        if self._client.token:
+            head.append(f"Authorization: Bearer {self._client.token}")
+        if self.last_event_id is not None:
+            head.append(f"Last-Event-ID: {self.last_event_id}")
+        async with await anyio.connect_tcp(url.host, port) as sock:
+            await sock.send(("\r\n".join(head) + "\r\n\r\n").encode())
+            buffer = bytearray()
+            while b"\r\n\r\n" not in buffer:
+                buffer += await sock.receive()
+            end = buffer.index(b"\r\n\r\n")
+            status_line, *header_lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+            del buffer[: end + 4]
+            status = int(status_line.split(" ", 2)[1])
+            if status in (401, 403):
+                self._error = PermissionError(f"events: HTTP {status}")
+                return
+            if status != 200:
+                raise ValueError(f"events: HTTP {status}")
+            chunked = any(
+                h.lower().startswith("transfer-encoding:") and "chunked" in h.lower()
+                for h in header_lines
+            )
+            text = ""
+            decode = codecs.getincrementaldecoder("utf-8")().decode  # chunks split characters
+            while True:
+                if chunked:
+                    while b"\r\n" not in buffer:
+                        buffer += await sock.receive()
+                    size_end = buffer.index(b"\r\n")
+                    size = int(bytes(buffer[:size_end]).split(b";")[0], 16)
+                    while len(buffer) < size_end + 2 + size + 2:
+                        buffer += await sock.receive()
+                    if size == 0:
+                        return  # the server ended the stream
+                    chunk = bytes(buffer[size_end + 2 : size_end + 2 + size])
+                    del buffer[: size_end + 2 + size + 2]
+                else:
+                    chunk = bytes(buffer) or await sock.receive()
+                    buffer.clear()
+                text += decode(chunk)
+                while "\n\n" in text:
+                    frame, text = text.split("\n\n", 1)
+                    await self._deliver(frame)
+
+    async def _deliver(self, frame: str) -> None:
+        ident = data = None
+        for line in frame.split("\n"):
+            if line.startswith("id: "):
+                ident = line[4:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif line.startswith("event: "):
+                return  # an ephemeral message (usage samples) for the dashboard
+        if data is None:
+            return
+        event = json.loads(data)
+        if ident:
+            self.last_event_id = int(ident)
+            event["id"] = self.last_event_id
+        await self._tx.send(event)
