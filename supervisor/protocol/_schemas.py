@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictFloat,
     StrictInt,
     WithJsonSchema,
     field_validator,
@@ -200,14 +201,14 @@ class AgentSpec(_Model):
     )
     # Issue 10, item 1: the agent's own restart intensity and backoff (None: the
     # coordinator's defaults). Past its intensity an agent is given up, alone.
-    max_restarts: int | None = Field(
+    max_restarts: StrictInt | None = Field(
         default=None, ge=0, description="Restarts allowed within max_seconds"
     )
-    max_seconds: float | None = Field(default=None, gt=0, description="Intensity window")
-    backoff_initial: float | None = Field(
+    max_seconds: StrictFloat | None = Field(default=None, gt=0, description="Intensity window")
+    backoff_initial: StrictFloat | None = Field(
         default=None, ge=0, description="Seconds before the first restart in a window"
     )
-    backoff_max: float | None = Field(default=None, ge=0, description="Backoff ceiling")
+    backoff_max: StrictFloat | None = Field(default=None, ge=0, description="Backoff ceiling")
 
     @field_validator("env")
     @classmethod

@@ -384,7 +384,7 @@ class Gate:
             )
             return
         path: str = scope["path"]
-        if path not in _PUBLIC or scope["method"] != "GET":
+        if path not in _PUBLIC:  # a wrong method on a public path is a 405, not a 401
             auth = headers.get(b"authorization")
             who = self.tokens.who(auth.decode("latin-1") if auth else None)
             if who is None:
