@@ -59,7 +59,8 @@ def spec(agent_id: str, home: Path, level: str = "L1", **extra: Any) -> dict[str
         "task": "stay up",
         "context": {"working_directory": str(home)},
         "max_iterations": extra.pop("max_iterations", 100_000),
-        "timeout_seconds": extra.pop("timeout_seconds", 120),
+        # A child's deadline, unless given, is its parent's remaining time (issue 11).
+        **({"timeout_seconds": extra.pop("timeout_seconds", 120)} if level == "L1" else {}),
         "env": env,
         **extra,
     }

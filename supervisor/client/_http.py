@@ -83,7 +83,10 @@ class HttpAgentClient:
         timeout: float = 30,
     ) -> DeploymentResponse:
         """Deploy a (sub-)agent: ``deployed`` with its pid and log, or ``failed``."""
-        body: dict[str, Any] = {"agent_spec": agent_spec.model_dump(mode="json")}
+        spec = agent_spec.model_dump(mode="json")
+        if "timeout_seconds" not in agent_spec.model_fields_set:
+            del spec["timeout_seconds"]  # unset: the coordinator gives the parent's remaining
+        body: dict[str, Any] = {"agent_spec": spec}
         parent = parent_agent or self.parent_agent
         if parent:
             body["parent_agent"] = parent
