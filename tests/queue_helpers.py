@@ -23,7 +23,7 @@ from supervisor import Runtime, no_events, open_runtime
 from supervisor.coordinator import Coordinator, Settings, open_coordinator
 from supervisor.protocol import LOCK_NAME
 
-from .waiting import until_files
+from .waiting import until_files, until_gone_sync
 
 
 @asynccontextmanager
@@ -88,17 +88,16 @@ def fake_coordinator(home: Path) -> Iterator[Path]:
 def reap_descendants(procs: list[psutil.Process], timeout: float = 10) -> None:
     """Wait for a dead coordinator's helpers (its watchdog) to finish, and reap those
     that re-parented to us (pytest is a subreaper once a test made it one)."""
-    deadline = time.monotonic() + timeout
+    alive = []
     for proc in procs:
-        while time.monotonic() < deadline:
-            try:
-                if proc.status() == psutil.STATUS_ZOMBIE:
-                    with contextlib.suppress(ChildProcessError):
-                        os.waitpid(proc.pid, 0)
-                    break
-            except psutil.NoSuchProcess:
-                break
-            time.sleep(0.01)
+        with contextlib.suppress(psutil.Error):
+            if proc.is_running():  # the same process (its start time), not a reused pid
+                alive.append(proc.pid)
+    # Lenient, as a test may leave a dead coordinator's agents running on purpose.
+    until_gone_sync(alive, timeout, strict=False)
+    for proc in procs:
+        with contextlib.suppress(ChildProcessError):  # not ours: init reaps it
+            os.waitpid(proc.pid, os.WNOHANG)
 
 
 def wait_ready(

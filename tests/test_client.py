@@ -17,9 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from supervisor import AgentDeploymentClient, DeploymentRequest, SyncAgentDeploymentClient
+from supervisor.client._waiting import AnswerWaits
 from supervisor.protocol import DeploymentResponse, coordinator_serves, write_atomic
 
 from .queue_helpers import coordinator, fake_coordinator, serve_process
+from .waiting import until_files
 
 # -- the reproduction: many concurrent calls against a real coordinator ----------------
 
@@ -231,3 +233,53 @@ def test_sync_client_keeps_one_loop_and_closes_it(tmp_path: Path) -> None:
             assert sorted(results) == sorted(f"t{i}" for i in range(20))
         assert set(_client_threads()) == before  # closed with the block
         assert sync.client._waits is None
+
+
+class _ScriptedWatcher:
+    """A watch whose reports the test decides: names, or RESCAN (events were lost)."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[list[str]](100)
+
+    async def wait(self) -> list[str]:
+        return await self.receive.receive()
+
+    def close(self) -> None:
+        self.send.close()
+        self.receive.close()
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_lost_inotify_events_wake_every_waiter(tmp_path: Path, backend: str) -> None:
+    """On a queue overflow nobody knows whose answer came: every waiter looks for itself."""
+
+    async def main() -> None:
+        with fake_coordinator(tmp_path) as queue:
+            client = AgentDeploymentClient(queue)
+            watcher = _ScriptedWatcher()
+            client._waits = AnswerWaits(watcher)
+            results: dict[int, DeploymentResponse] = {}
+
+            async def ask(i: int) -> None:
+                request = DeploymentRequest(
+                    request_id=f"q{i}", parent_agent="t", action="status_check", target_agent_id="x"
+                )
+                results[i] = await client.submit(request, timeout=20)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(50):
+                    tg.start_soon(ask, i)
+                await wait_all_requests(queue, 50)
+                for i in range(50):  # answers whose events the watch lost
+                    _answer(queue, f"q{i}", as_error=False)
+                await watcher.send.send(["*"])
+            assert sorted(results) == list(range(50))
+            assert {r.status for r in results.values()} == {"running"}
+            watcher.close()
+
+    anyio.run(main, backend=backend)
+
+
+async def wait_all_requests(queue: Path, n: int) -> None:
+    requests = queue / "requests"
+    await until_files([requests], lambda: len(list(requests.glob("*.request.json"))) == n)

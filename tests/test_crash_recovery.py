@@ -17,7 +17,7 @@ from supervisor import SyncAgentDeploymentClient
 
 from .helpers import marked
 from .queue_helpers import agent_spec, drop, reap_descendants, serve_process, status_request
-from .waiting import until_files_sync
+from .waiting import until_files_sync, until_gone_sync
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,8 @@ def _responses(home: Path) -> dict[str, str]:
 
 
 def _wait(predicate: object, timeout: float = 60, what: str = "condition") -> None:
-    # Only for process states (psutil): a process that is not our child offers no event to
-    # wait on here. Files are waited on with inotify (until_files_sync).
+    # Only for a process to APPEAR (nothing to wait on for that): files are waited on with
+    # inotify (until_files_sync), processes ending with pidfds (until_gone_sync).
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -94,7 +94,9 @@ def test_kill_9_during_a_burst_then_restart(tmp_path: Path) -> None:
     total = 3 + n_status + len(agent_ids)
     assert len(before) < total  # the crash really cut the burst
     # The crashed coordinator's watchdog took its agents down with it.
-    _wait(lambda: not marked(["keeper", "temp", *agent_ids]), 20, "agents to die")
+    doomed = [pid for pids in marked(["keeper", "temp", *agent_ids]).values() for pid in pids]
+    until_gone_sync(doomed, 20, "agents to die")
+    assert not marked(["keeper", "temp", *agent_ids])
     _reap_zombie_children()
 
     with serve_process(home):
@@ -160,13 +162,7 @@ def test_recovery_stops_agents_a_crashed_coordinator_left_running(tmp_path: Path
         assert len(watchdog) == 1
         watchdog[0].kill()
 
-        def watchdog_dead() -> bool:
-            try:
-                return bool(watchdog[0].status() == psutil.STATUS_ZOMBIE)
-            except psutil.NoSuchProcess:
-                return True
-
-        _wait(watchdog_dead, 10, "the watchdog to die")
+        until_gone_sync([watchdog[0].pid], 10, "the watchdog to die")
         _kill9(first)
         sync.close()
         # Really orphaned: the silent grandchild lives on (the agent itself may die of
@@ -175,7 +171,8 @@ def test_recovery_stops_agents_a_crashed_coordinator_left_running(tmp_path: Path
         left = marked(["stray"])["stray"]
         assert left
     with serve_process(home):
-        _wait(lambda: not marked(["stray"]), 30, "recovery to stop the strays")
+        until_gone_sync(left, 30, "recovery to stop the strays")
+        assert not marked(["stray"])
         with SyncAgentDeploymentClient(home / "agent-queue") as client:
             status = client.check_agent_status("stray")
         assert status.agent is not None

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import anyio
@@ -27,7 +26,7 @@ from supervisor import (
 
 from .helpers import real_clock_backend as anyio_backend  # noqa: F401
 from .helpers import recording
-from .waiting import event_waits, until_files
+from .waiting import event_waits, until_files, until_files_sync, until_gone_sync
 
 pytestmark = pytest.mark.anyio
 BEHAVE = str(Path(__file__).parent / "agents" / "behave.py")
@@ -264,23 +263,15 @@ def test_sigkilled_runtime_takes_its_agents_and_their_escapees_with_it(
         assert runtime.stdout.readline().strip() == b"up"
         agents = []
         for i in range(3):
-            deadline = time.monotonic() + 20
             path = Path(f"{ready}{i}")
-            while not path.exists():
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            until_files_sync([path.parent], path.exists, 20, str(path))
             agents += [int(x) for x in path.read_text().split()]
         assert all(_alive(pid) for pid in agents)
         everything = {p.pid for p in psutil.Process(runtime.pid).children(recursive=True)}
         runtime.kill()
         runtime.wait()
-        deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in agents):
-            assert time.monotonic() < deadline, "agents outlived their SIGKILLed runtime"
-            time.sleep(0.01)
-        while any(_alive(pid) for pid in everything):  # its watchdog finishing its sweep
-            assert time.monotonic() < deadline, "the runtime's watchdog did not finish"
-            time.sleep(0.01)
+        until_gone_sync(agents, 10, "agents outliving their SIGKILLed runtime")
+        until_gone_sync(list(everything), 10, "the runtime's watchdog to finish its sweep")
         # pytest may itself be a subreaper (earlier tests made it one): reap what re-parented.
         for proc in psutil.Process().children():
             if proc.status() == psutil.STATUS_ZOMBIE:

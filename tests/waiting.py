@@ -7,6 +7,7 @@ a condition on the runtime each time the runtime emits an event.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,6 +56,31 @@ def until_files_sync(
             left = deadline - time.monotonic()
             assert left > 0, f"timed out waiting for {what or 'a condition'}"
             ino.read(timeout=int(left * 1000) + 1)
+
+
+def until_gone_sync(
+    pids: list[int], timeout: float = 20, what: str = "", *, strict: bool = True
+) -> None:
+    """Until every process of *pids* has ended: a pidfd per process (any process, not only
+    our children) becomes readable when it terminates. Not *strict*: give up silently."""
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    fds = []
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # gone already
+                fds.append(os.pidfd_open(pid))
+        for fd in fds:
+            left = max(deadline - time.monotonic(), 0)
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready and not strict:
+                return
+            assert ready, f"timed out waiting for {what or 'processes to end'}"
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 async def until_text(path: Path, condition: Callable[[str], bool], timeout: float = 20) -> str:
