@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from ._service import AgentService
 
 
-def agent_detail(service: AgentService, agent_id: str) -> dict[str, Any] | None:
+def agent_detail(
+    service: AgentService, agent_id: str, *, with_spec: bool = False
+) -> dict[str, Any] | None:
     """Everything known of *agent_id*: the journal's record merged with the live tree."""
     row = service.journal.agent(agent_id)
     if row is None:
@@ -45,6 +47,8 @@ def agent_detail(service: AgentService, agent_id: str) -> dict[str, Any] | None:
         # Every child ever recorded (indexed query); live children replace it below.
         "children": service.journal.children_of(agent_id),
     }
+    if with_spec:  # a status reply shows it; a list of a thousand agents does not
+        detail["spec"] = row["spec"]
     if agent_id in service.rt:
         info = service.rt.info(agent_id)
         detail["path"] = info.path
@@ -53,7 +57,7 @@ def agent_detail(service: AgentService, agent_id: str) -> dict[str, Any] | None:
             detail["state"] = AgentState.RUNNING
             detail["pid"] = handle.pid
             detail["uptime"] = round(time.time() - handle.started_at, 3)
-            detail.update(service._usage(agent_id, handle))
+            detail.update(service.usage.of(agent_id, handle))
             if handle.supervisor is not None:  # a running agent: its live children
                 detail["children"] = [c.id for c in handle.supervisor.which_children()]
     return detail

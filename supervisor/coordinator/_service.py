@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 
 from actors import ProcessHandle, new_token, token
 from supervisor import (
@@ -40,11 +39,10 @@ from ._replies import cause, not_found, reply, wrapper_id
 from ._runners import Runner, default_runners
 from ._settings import Settings
 from ._states import AgentState
+from ._usage import UsageCache
 
 #: Actions that change something: recorded before they act, so a crash is found later.
 _MUTATING = frozenset({"deploy_agent", "terminate_agent", "restart_agent"})
-#: Seconds a status reply may reuse an agent's last /proc usage sample.
-_USAGE_TTL = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +79,7 @@ class AgentService:
         self._deploys = anyio.CapacityLimiter(settings.concurrency)
         #: Transports add environment for each deployed agent (the API: its URL and token).
         self.agent_env: list[Callable[[AgentSpec], Mapping[str, str]]] = []
-        self._usage_cache: dict[str, tuple[float, ProcessHandle, dict[str, float]]] = {}
+        self.usage = UsageCache(runtime)
         #: Ids being deployed right now: a second deploy of one is refused at once
         #: (issue 10, item 3), before it can touch the journal row or definition file.
         self._placing: set[str] = set()
@@ -213,12 +211,10 @@ class AgentService:
     def status(self, request: DeploymentRequest) -> DeploymentResponse:
         agent_id = request.target_agent_id
         assert agent_id is not None
-        detail = self.agent_detail(agent_id)
+        detail = _record.agent_detail(self, agent_id, with_spec=True)
         if detail is None:
             return not_found(request, agent_id)
         state = AgentState(detail["state"])
-        row = self.journal.agent(agent_id)
-        detail["spec"] = row["spec"] if row else None
         return reply(
             request,
             state.status,
@@ -398,35 +394,6 @@ class AgentService:
     def agent_detail(self, agent_id: str) -> dict[str, Any] | None:
         """Everything known of *agent_id*: the journal's record merged with the live tree."""
         return _record.agent_detail(self, agent_id)
-
-    def _usage(self, agent_id: str, handle: ProcessHandle) -> dict[str, float]:
-        # Usage walks /proc (2/3 of a status call): sampled at most every half second.
-        now = time.monotonic()
-        cached = self._usage_cache.get(agent_id)
-        if cached is not None and cached[0] > now and cached[1] is handle:
-            return cached[2]
-        usage = handle.usage()
-        self._usage_cache[agent_id] = (now + _USAGE_TTL, handle, usage)
-        return usage
-
-    async def usage_of_running(self, *, batch: int = 25) -> dict[str, dict[str, float]]:
-        """CPU seconds and RSS of every running process agent, by id.
-
-        Each sample reads /proc (~0.15 ms): a checkpoint every *batch* agents keeps a
-        thousand of them from holding the event loop for 150 ms at a stretch.
-        """
-        out: dict[str, dict[str, float]] = {}
-        for n, agent_id in enumerate(self.rt.ids(), 1):
-            handle = self.rt.whereis(agent_id)
-            if isinstance(handle, ProcessHandle):
-                out[agent_id] = self._usage(agent_id, handle)
-            if n % batch == 0:
-                await anyio.lowlevel.checkpoint()
-        return out
-
-    def tree(self) -> dict[str, Any]:
-        """The live supervision tree (every node, agents and their supervisors)."""
-        return self.rt.tree()
 
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         """Keep the journal's agent rows in step with the runtime's events."""

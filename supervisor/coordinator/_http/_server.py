@@ -104,7 +104,7 @@ class HttpTransport:
             usage = {}
             if self.hub.subscribers:
                 t0 = anyio.current_time()
-                usage = await self.service.usage_of_running()
+                usage = await self.service.usage.of_running()
                 if usage:
                     self.hub.broadcast("usage", json.dumps({"agents": usage}))
                 spent = anyio.current_time() - t0
