@@ -4,6 +4,7 @@ Built only on the kernel's public API (:mod:`supervisor`). Spec builders share o
 naming scheme: ``*_spec`` returns a :class:`supervisor.ChildSpec`.
 """
 
+from ._cgroup import CgroupError
 from ._function import function_spec
 from ._mailbox import Actor, ActorRef, Mailbox, actor_spec
 from ._process import ProcessExit, ProcessHandle, SpawnError, process_spec
@@ -13,6 +14,7 @@ from ._proctree import (
     become_subreaper,
     is_subreaper,
     log_path_for,
+    stop_mechanism,
     stop_processes,
 )
 from ._watchdog import new_token, token
@@ -20,6 +22,7 @@ from ._watchdog import new_token, token
 __all__ = [
     "Actor",
     "ActorRef",
+    "CgroupError",
     "Mailbox",
     "Marked",
     "ProcessExit",
@@ -36,6 +39,7 @@ __all__ = [
     "new_token",
     "process_spec",
     "process_start_time",
+    "stop_mechanism",
     "stop_processes",
     "token",
 ]

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +36,7 @@ import anyio
 import psutil
 
 from . import _watchdog
+from ._cgroup import AgentCgroup, CgroupError, mechanism, runtime_cgroups
 from ._procfs import (
     CHILD_LISTS,
     MARKER,
@@ -126,6 +130,7 @@ class ProcessTree:
         env: Mapping[bytes, bytes],
         stdout: int | IO[bytes] | None,
         token: str | None = None,
+        limits: Mapping[str, str] | None = None,
     ) -> None:
         self.agent_id = agent_id
         #: The runtime token its processes carry (``ZIGGIE_RUNTIME``): a coordinator
@@ -136,16 +141,30 @@ class ProcessTree:
             MARKER.encode(): agent_id.encode(),
             _watchdog.TOKEN_VAR.encode(): self.token.encode(),
         }
+        #: This incarnation's own cgroup, where the host allows (issue 15); else None.
+        self.cgroup = _agent_cgroup(agent_id)
+        if self.cgroup is not None:
+            try:
+                self.cgroup.limit(dict(limits or {}))
+            except OSError:
+                self.cgroup.remove()
+                raise
+            # The shim's sh would report a missing program only as exit 127: refuse it
+            # here, as Popen would (a clear start error, not a crash loop).
+            _check_program(argv[0], cwd, env)
+            argv = self.cgroup.wrap(argv)  # joins it before exec: no preexec_fn
+        elif limits:
+            raise CgroupError(
+                f"limits {sorted(limits)}: no usable cgroup v2 hierarchy here"
+                " (ZIGGIE_CGROUPS=off or none delegated)"
+            )
         # No preexec_fn: it would force fork over vfork (12x slower spawns, measured).
-        self.popen = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        try:
+            self.popen = self._spawn(argv, cwd, full_env, stdout)
+        except OSError:
+            if self.cgroup is not None:
+                self.cgroup.remove()
+            raise
         self.pid = self.popen.pid
         self.pgid = self.pid
         leader = read_stat(self.pid)
@@ -155,6 +174,23 @@ class ProcessTree:
         _live_groups[self.pgid] = agent_id
         _watchdog.watch(self.pgid, self.token)
         self.returncode: int | None = None
+
+    @staticmethod
+    def _spawn(
+        argv: list[str],
+        cwd: str | os.PathLike[str],
+        env: Mapping[bytes, bytes],
+        stdout: int | IO[bytes] | None,
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     async def wait(self) -> int:
         """Wait for the leader to exit (no polling where pidfds exist); its return code."""
@@ -202,6 +238,8 @@ class ProcessTree:
         The child lists of the leader and of ourselves see everything only when we are
         the subreaper; otherwise escapees live under init, and only a full scan finds them.
         """
+        if self.cgroup is not None:  # the kernel keeps the list: every fork is in it
+            return self.cgroup.pids()
         return self._quick_members() if CHILD_LISTS and _subreaper else self.members()
 
     def members(self, stats: Mapping[int, Stat] | None = None) -> set[int]:
@@ -237,6 +275,8 @@ class ProcessTree:
         ``_KILL_ROUNDS`` rounds of SIGKILL, what still lives (an unkillable process, in
         uninterruptible sleep) is reported in ``report.left`` instead of waited for.
         """
+        if self.cgroup is not None:
+            return await self._stop_cgroup(grace)
         report = StopReport()
         t0 = time.perf_counter()
         with anyio.CancelScope(shield=True):
@@ -284,6 +324,50 @@ class ProcessTree:
         report.seconds = time.perf_counter() - t0
         return report
 
+    async def _stop_cgroup(self, grace: float) -> StopReport:
+        """SIGTERM, grace, then ``cgroup.kill``; verified by ``populated 0`` (issue 15).
+
+        The leader counts as a member while it lives even if the cgroup does not list it
+        yet: a stop may come before the shim has written its pid (it then never runs).
+        """
+        cg = self.cgroup
+        assert cg is not None
+        report = StopReport()
+        t0 = time.perf_counter()
+        with anyio.CancelScope(shield=True):
+            deadline = anyio.current_time() + grace
+            members = cg.pids() | ({self.pid} if self.returncode is None else set())
+            _see(members)
+            report.terminated = sorted(members)
+            if members:
+                self._signal(members, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            with anyio.move_on_at(deadline):
+                await cg.wait_empty(grace)
+                if self.returncode is None:
+                    await self.wait()
+            empty = not cg.populated()
+            if not empty or self.returncode is None:
+                left = cg.pids() | ({self.pid} if self.returncode is None else set())
+                _see(left)
+                report.killed = sorted(left)
+                cg.kill()  # one write: every process of the cgroup, forks included
+                self._signal((self.pid,) if self.returncode is None else (), signal.SIGKILL)
+                with anyio.move_on_after(_KILL_WAIT * _KILL_ROUNDS):
+                    empty = await cg.wait_empty(_KILL_WAIT * _KILL_ROUNDS)
+                    if self.returncode is None:
+                        await self.wait()
+                if not empty or self.returncode is None:
+                    report.left = sorted(
+                        cg.pids() | ({self.pid} if self.returncode is None else set())
+                    )
+            reap_orphans()
+            if empty:
+                cg.remove()
+        _live_groups.pop(self.pgid, None)
+        _watchdog.unwatch(self.pgid)
+        report.seconds = time.perf_counter() - t0
+        return report
+
     def _signal(self, pids: Iterable[int], sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
@@ -296,7 +380,25 @@ class ProcessTree:
                 os.kill(pid, sig)
 
     def usage(self) -> dict[str, float]:
-        """CPU seconds and RSS of the whole tree (psutil), for status replies."""
+        """CPU seconds and RSS of the whole tree, for status replies.
+
+        From the cgroup where there is one (``cpu.stat``, ``memory.current``), else psutil.
+        """
+        cg = self.cgroup
+        if cg is not None:
+            pids = cg.pids()
+            cpu_s = cg.cpu_seconds()
+            mem = cg.memory_bytes()
+            if mem is None:  # no memory controller here: RSS of the cgroup's processes
+                mem = 0
+                for pid in pids:
+                    with contextlib.suppress(psutil.Error):
+                        mem += psutil.Process(pid).memory_info().rss
+            return {
+                "cpu_seconds": round(cpu_s or 0.0, 3),
+                "rss_bytes": float(mem),
+                "processes": len(pids),
+            }
         cpu = rss = 0.0
         count = 0
         for pid in self.live_members():
@@ -309,6 +411,33 @@ class ProcessTree:
             except psutil.Error:
                 continue
         return {"cpu_seconds": round(cpu, 3), "rss_bytes": rss, "processes": count}
+
+
+_incarnations = itertools.count(1)
+
+
+def _check_program(program: str, cwd: str | os.PathLike[str], env: Mapping[bytes, bytes]) -> None:
+    if os.sep in program:
+        path = program if os.path.isabs(program) else os.path.join(os.fspath(cwd), program)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        return
+    search = env.get(b"PATH", os.environ.get("PATH", os.defpath).encode()).decode()
+    if shutil.which(program, path=search) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
+def stop_mechanism() -> str:
+    """How this runtime stops agents: ``cgroup2 <path>`` or the process-group fallback."""
+    return mechanism(_watchdog.token())
+
+
+def _agent_cgroup(agent_id: str) -> AgentCgroup | None:
+    cgs = runtime_cgroups(_watchdog.token())
+    if cgs is None:
+        return None
+    _watchdog.watch_cgroup(str(cgs.path))  # killed whole if this runtime dies
+    return cgs.child(f"{agent_id}.{next(_incarnations)}")
 
 
 def reap_orphans() -> list[int]:

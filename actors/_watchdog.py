@@ -75,6 +75,11 @@ def _ensure() -> subprocess.Popen[bytes]:
                 start_new_session=True,  # never inside an agent's group or our own
                 env=env,
             )
+            if _cgroups:
+                assert _proc.stdin is not None
+                with contextlib.suppress(BrokenPipeError):
+                    _proc.stdin.write("".join(f"c{c}\n" for c in sorted(_cgroups)).encode())
+                    _proc.stdin.flush()
             if _tokens:  # a watchdog started again must know every token still in use
                 assert _proc.stdin is not None
                 with contextlib.suppress(BrokenPipeError):
@@ -98,6 +103,16 @@ def watch(pgid: int, tok: str | None = None) -> None:
         _tokens.add(tok)
         _send(f"t{tok}\n")
     _send(f"+{pgid}\n")
+
+
+_cgroups: set[str] = set()
+
+
+def watch_cgroup(path: str) -> None:
+    """Kill the whole cgroup *path* (``cgroup.kill``) if this runtime dies (issue 15)."""
+    if path not in _cgroups:
+        _cgroups.add(path)
+        _send(f"c{path}\n")
 
 
 def unwatch(pgid: int) -> None:
@@ -136,16 +151,33 @@ def _marked(toks: set[str]) -> list[int]:
 def _main(tok: str) -> None:  # pragma: no cover - runs in the watchdog process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to the terminal is not for us
     groups: set[int] = set()
+    cgroups: set[str] = set()
     toks = {tok}
     for raw in sys.stdin.buffer:
         line = raw.decode().strip()
         if line.startswith("t"):
             toks.add(line[1:])
+        elif line.startswith("c"):
+            cgroups.add(line[1:])
         elif line.startswith("+"):
             groups.add(int(line[1:]))
         elif line.startswith("-"):
             groups.discard(int(line[1:]))
     # EOF: the runtime is gone. Nothing of it may outlive it.
+    for path in cgroups:  # every agent's cgroup at once, forks and escapees included
+        with contextlib.suppress(OSError), open(os.path.join(path, "cgroup.kill"), "w") as f:
+            f.write("1")
+    for _ in range(50):  # then the emptied cgroups themselves (they empty in ~1 ms)
+        left = [p for p in cgroups if os.path.isdir(p)]
+        for path in left:
+            for name in os.listdir(path):
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(path, name))
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        if not any(os.path.isdir(p) for p in cgroups):
+            break
+        time.sleep(0.02)
     for pgid in groups:
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)

@@ -131,6 +131,7 @@ def test_no_file_over_400_lines_without_a_reason() -> None:
 ACTORS_EXPORTS = [
     "Actor",
     "ActorRef",
+    "CgroupError",
     "Mailbox",
     "Marked",
     "ProcessExit",
@@ -147,6 +148,7 @@ ACTORS_EXPORTS = [
     "new_token",
     "process_spec",
     "process_start_time",
+    "stop_mechanism",
     "stop_processes",
     "token",
 ]

@@ -20,6 +20,7 @@ import pytest
 
 from actors import ProcessHandle, process_spec, process_start_time
 from actors import _proctree as proctree
+from actors._cgroup import AgentCgroup
 from actors._procfs import read_stat
 from actors._watchdog import TOKEN_VAR
 from supervisor import AgentSpec, Shutdown, SyncAgentDeploymentClient, no_events, open_runtime
@@ -267,6 +268,7 @@ async def test_a_stop_that_cannot_kill_gives_up_and_says_what_is_left(
             real_signal(self, pids, sig)
 
     monkeypatch.setattr(proctree.ProcessTree, "_signal", no_kill)
+    monkeypatch.setattr(AgentCgroup, "kill", lambda self: None)  # cgroup.kill, dropped too
     monkeypatch.setattr(proctree, "_KILL_WAIT", 0.05)
     ready = tmp_path / "ready"
     spec = process_spec(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskStatus
 
-from actors import become_subreaper
+from actors import become_subreaper, stop_mechanism
 from supervisor import Runtime, ZiggieError, json_events, open_runtime
 from supervisor.protocol import LOCK_NAME
 
@@ -89,7 +89,10 @@ class Coordinator:
                         await tg.start(self.filequeue.serve)
                         tg.start_soon(housekeeping, service.settings)
                         service.rt.events.emit(
-                            "coordinator_ready", home=str(service.home.root), url=self.url
+                            "coordinator_ready",
+                            home=str(service.home.root),
+                            url=self.url,
+                            stops=stop_mechanism(),  # cgroup2, or the /proc sweep (issue 15)
                         )
                         task_status.started()
                 finally:
