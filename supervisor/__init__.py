@@ -4,6 +4,16 @@ Note: the import name ``supervisor`` is also used by supervisord's package on Py
 two cannot be installed in one environment. ziggie never depends on supervisord.
 """
 
+from ._child import (
+    IGNORE,
+    ChildContext,
+    ChildCounts,
+    ChildInfo,
+    ChildKind,
+    ChildSpec,
+    ChildState,
+    SpecOptions,
+)
 from ._client import AgentDeploymentClient, SyncAgentDeploymentClient
 from ._errors import (
     ActorDied,
@@ -11,7 +21,6 @@ from ._errors import (
     ActorNotRunning,
     AlreadyPresent,
     AlreadyStarted,
-    InvalidTransition,
     MailboxFull,
     MaxChildren,
     NotFound,
@@ -25,7 +34,15 @@ from ._errors import (
 from ._events import EventLog, json_events, no_events
 from ._fileio import write_atomic
 from ._ids import is_valid_id, validate_id
-from ._policy import AutoShutdown, Backoff, Intensity, Outcome, Restart, Shutdown, Strategy
+from ._policy import (
+    AutoShutdown,
+    Backoff,
+    Outcome,
+    Restart,
+    Shutdown,
+    Strategy,
+    SupervisorOptions,
+)
 from ._runtime import Runtime, open_runtime
 from ._schemas import (
     PROTOCOL_VERSION,
@@ -36,18 +53,7 @@ from ._schemas import (
     DeploymentResponse,
 )
 from ._settings import Settings
-from ._tree import (
-    IGNORE,
-    ChildContext,
-    ChildCounts,
-    ChildInfo,
-    ChildSpec,
-    ChildState,
-    SpecOptions,
-    Supervisor,
-    open_supervisor,
-    supervisor_spec,
-)
+from ._supervisor import Supervisor, SupervisorSpecOptions, open_supervisor, supervisor_spec
 
 __version__ = "0.1.0"
 
@@ -68,13 +74,12 @@ __all__ = [
     "ChildContext",
     "ChildCounts",
     "ChildInfo",
+    "ChildKind",
     "ChildSpec",
     "ChildState",
     "DeploymentRequest",
     "DeploymentResponse",
     "EventLog",
-    "Intensity",
-    "InvalidTransition",
     "MailboxFull",
     "MaxChildren",
     "NotFound",
@@ -91,6 +96,8 @@ __all__ = [
     "Supervisor",
     "SupervisorClosed",
     "SupervisorError",
+    "SupervisorOptions",
+    "SupervisorSpecOptions",
     "SyncAgentDeploymentClient",
     "ZiggieError",
     "__version__",
