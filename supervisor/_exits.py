@@ -53,15 +53,20 @@ def classify(
     rest = without_cancelled(exc)
     if rest is None:  # only cancellation
         return (Outcome.NORMAL, None, None) if cancel_called else (Outcome.SHUTDOWN, exc, exc)
-    found = leaves(rest)
-    if any(isinstance(leaf, HOST_EXITS) for leaf in found):
+    if is_host_exit(rest):
         return Outcome.ERROR, rest, rest
+    found = leaves(rest)
     if all(isinstance(leaf, RestartIntensityExceeded) for leaf in found):
         # OTP: a supervisor that gives up exits with reason shutdown, so a transient
         # supervisor child is not restarted by its parent (issue 9, item 8).
         return Outcome.SHUTDOWN, rest, None
     # Any other BaseException is an abnormal exit of the child (issue 9, item 2).
     return Outcome.ERROR, rest, None
+
+
+def is_host_exit(exc: BaseException) -> bool:
+    """True if *exc* is, or holds, the host's ``KeyboardInterrupt``/``SystemExit``."""
+    return any(isinstance(leaf, HOST_EXITS) for leaf in leaves(exc))
 
 
 def sole(exc: BaseException) -> BaseException:

@@ -15,7 +15,7 @@ import anyio
 
 from ._child import IGNORE, ChildState
 from ._errors import describe
-from ._exits import EXIT_EVENTS, classify
+from ._exits import EXIT_EVENTS, classify, is_host_exit
 from ._policy import Outcome
 from ._slot import ChildSlot, Incarnation
 
@@ -24,12 +24,19 @@ from ._slot import ChildSlot, Incarnation
 OnExit = Callable[[ChildSlot, Incarnation], None]
 
 
-async def run_incarnation(child: ChildSlot, inc: Incarnation, on_exit: OnExit) -> None:
+async def run_incarnation(
+    child: ChildSlot,
+    inc: Incarnation,
+    on_exit: OnExit,
+    on_host_exit: Callable[[BaseException], None],
+) -> None:
     """Run one incarnation; it reaches its end in a ``finally`` whatever escapes it.
 
     Issue 9, items 1-3: errors mixed with cancellation, ``BaseException`` subclasses and
-    errors raised while stopping all end the incarnation; only the host's
-    ``KeyboardInterrupt``/``SystemExit`` (or a cancellation not ours) propagate, after.
+    errors raised while stopping all end the incarnation. The host's ``KeyboardInterrupt``
+    or ``SystemExit`` goes to *on_host_exit* (the supervisor stops its tree, then raises
+    it), not up this task: asyncio would let it escape the loop at once, tree running.
+    Only a cancellation that is not ours propagates from here.
     """
     ctx = child.context(inc)
     outcome = Outcome.NORMAL
@@ -50,6 +57,9 @@ async def run_incarnation(child: ChildSlot, inc: Incarnation, on_exit: OnExit) -
     finally:
         _end(child, inc, outcome, reason, on_exit if reraise is None else None)
     if reraise is not None:
+        if is_host_exit(reraise):
+            on_host_exit(reraise)
+            return
         raise reraise
 
 

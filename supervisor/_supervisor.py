@@ -95,6 +95,7 @@ class Supervisor:
         self._control = anyio.CancelScope()
         self._closing = False
         self._stopped = anyio.Event()
+        self._host_exit: BaseException | None = None
 
     # -- public API (OTP's supervisor functions) ---------------------------------------
 
@@ -240,7 +241,9 @@ class Supervisor:
         deadline = math.inf if timeout is None else anyio.current_time() + timeout
         inc = Incarnation(child.incarnations, deadline, child.spec.shutdown.grace)
         child.current = inc
-        self._tg.start_soon(run_incarnation, child, inc, self._on_exit, name=child.path)
+        self._tg.start_soon(
+            run_incarnation, child, inc, self._on_exit, self._on_host_exit, name=child.path
+        )
         return inc
 
     def _settle(self, child: ChildSlot, inc: Incarnation) -> Any:
@@ -264,6 +267,14 @@ class Supervisor:
     def _on_exit(self, child: ChildSlot, inc: Incarnation) -> None:
         if not self._closing:
             self._exits_tx.send_nowait((child, inc))
+
+    def _on_host_exit(self, exc: BaseException) -> None:
+        """A child raised the host's exit: stop this tree now, raise *exc* once it is down."""
+        if self._host_exit is None:
+            self._host_exit = exc
+        self._closing = True
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
 
     def _request_stop(self, child: ChildSlot) -> Incarnation | None:
         """Cancel the current incarnation to its shutdown spec; None if nothing runs."""
@@ -432,12 +443,16 @@ async def open_supervisor(
                 with anyio.CancelScope(shield=True):
                     await sup._shutdown()
     except BaseExceptionGroup as group:
+        if sup._host_exit is not None:
+            raise sup._host_exit from None
         only = sole(group)
         if only is group:
             raise
         raise only from None
     finally:
         registry.detach(node.id, sup)
+    if sup._host_exit is not None:  # the tree is down: now the host's exit goes on up
+        raise sup._host_exit
 
 
 class SupervisorSpecOptions(SupervisorOptions, SpecOptions, total=False):
