@@ -30,13 +30,22 @@ class EventLog:
 
     def __init__(self, logger: Any | None = None, *, enabled: bool = True) -> None:
         self._logger = logger if logger is not None else structlog.get_logger("ziggie")
-        self.enabled = enabled
         self._listeners: list[Listener] = []
+        #: True if an event would go anywhere: emitters skip building fields otherwise.
+        #: A plain attribute, kept current by ``enabled`` and ``listen``: it is read on
+        #: every lifecycle step.
+        self.active = enabled
+        self._enabled = enabled
 
     @property
-    def active(self) -> bool:
-        """True if an event would go anywhere: emitters skip building fields otherwise."""
-        return self.enabled or bool(self._listeners)
+    def enabled(self) -> bool:
+        """Whether events reach the logger (listeners run either way)."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = value
+        self.active = value or bool(self._listeners)
 
     def emit(self, event: str, **fields: Any) -> None:
         """Send *event* to every listener, then to the logger; never raises an Exception."""
@@ -45,7 +54,7 @@ class EventLog:
                 listener(event, fields)
             except Exception as exc:
                 self._listener_failed(listener, event, exc)
-        if self.enabled:
+        if self._enabled:
             try:
                 self._logger.info(event, **fields)
             except Exception as exc:  # a broken sink must not crash a child either
@@ -65,10 +74,12 @@ class EventLog:
     def listen(self, listener: Listener) -> Iterator[None]:
         """Also call *listener(event, fields)* for every event while the block runs."""
         self._listeners.append(listener)
+        self.active = True
         try:
             yield
         finally:
             self._listeners.remove(listener)
+            self.active = self._enabled or bool(self._listeners)
 
 
 def _processors() -> list[Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -19,33 +19,44 @@ from ._exits import EXIT_EVENTS, classify, is_host_exit
 from ._policy import Outcome
 from ._slot import ChildSlot, Incarnation
 
-#: Told of each ended incarnation that may be restarted: one that had started, was not
-#: stopped on request, and did not end the host (its supervisor decides the rest).
-OnExit = Callable[[ChildSlot, Incarnation], None]
+
+class Owner(Protocol):
+    """What an incarnation needs from its supervisor."""
+
+    #: The backend's cancellation class, looked up once per supervisor (a hot path).
+    cancelled: type[BaseException]
+
+    def on_exit(self, child: ChildSlot, inc: Incarnation) -> None:
+        """An ended incarnation that may be restarted: it had started, was not stopped
+        on request, and did not end the host."""
+
+    def on_host_exit(self, exc: BaseException) -> None:
+        """A child raised the host's ``KeyboardInterrupt``/``SystemExit``."""
 
 
-async def run_incarnation(
-    child: ChildSlot,
-    inc: Incarnation,
-    on_exit: OnExit,
-    on_host_exit: Callable[[BaseException], None],
-) -> None:
+async def run_incarnation(child: ChildSlot, inc: Incarnation, owner: Owner) -> None:
     """Run one incarnation; it reaches its end in a ``finally`` whatever escapes it.
 
     Issue 9, items 1-3: errors mixed with cancellation, ``BaseException`` subclasses and
     errors raised while stopping all end the incarnation. The host's ``KeyboardInterrupt``
-    or ``SystemExit`` goes to *on_host_exit* (the supervisor stops its tree, then raises
-    it), not up this task: asyncio would let it escape the loop at once, tree running.
-    Only a cancellation that is not ours propagates from here.
+    or ``SystemExit`` goes to ``owner.on_host_exit`` (the supervisor stops its tree, then
+    raises it), not up this task: asyncio would let it escape the loop at once, with the
+    tree running. Only a cancellation that is not ours propagates from here.
     """
     ctx = child.context(inc)
     outcome = Outcome.NORMAL
     reason: BaseException | str | None = None
     reraise: BaseException | None = None
+    restartable = True
     try:
         with inc.scope:
             try:
                 result = await child.spec.start(ctx)
+            except owner.cancelled:
+                # The common stop: let our own scope swallow its cancellation.
+                if not inc.scope.cancel_called:  # not ours: the host cancels this task
+                    outcome, restartable = Outcome.SHUTDOWN, False
+                raise
             except BaseException as exc:
                 outcome, reason, reraise = classify(exc, inc.scope.cancel_called)
             else:
@@ -55,10 +66,11 @@ async def run_incarnation(
                     else:
                         outcome, reason = Outcome.ERROR, "returned before calling started()"
     finally:
-        _end(child, inc, outcome, reason, on_exit if reraise is None else None)
+        restartable = restartable and reraise is None
+        _end(child, inc, outcome, reason, owner if restartable else None)
     if reraise is not None:
         if is_host_exit(reraise):
-            on_host_exit(reraise)
+            owner.on_host_exit(reraise)
             return
         raise reraise
 
@@ -68,7 +80,7 @@ def _end(
     inc: Incarnation,
     outcome: Outcome,
     reason: BaseException | str | None,
-    on_exit: OnExit | None,
+    owner: Owner | None,
 ) -> None:
     """Record how *inc* ended and reach its milestones. Synchronous and total."""
     try:
@@ -85,8 +97,8 @@ def _end(
             child.emit(
                 EXIT_EVENTS[outcome], inc, outcome=str(outcome), reason=describe(reason) or None
             )
-            if on_exit is not None and not inc.stop_requested:
-                on_exit(child, inc)
+            if owner is not None and not inc.stop_requested:
+                owner.on_exit(child, inc)
     finally:
         inc.finished.reach()
         inc.settled.reach()

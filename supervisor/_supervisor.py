@@ -96,6 +96,7 @@ class Supervisor:
         self._closing = False
         self._stopped = anyio.Event()
         self._host_exit: BaseException | None = None
+        self.cancelled = anyio.get_cancelled_exc_class()
 
     # -- public API (OTP's supervisor functions) ---------------------------------------
 
@@ -241,9 +242,7 @@ class Supervisor:
         deadline = math.inf if timeout is None else anyio.current_time() + timeout
         inc = Incarnation(child.incarnations, deadline, child.spec.shutdown.grace)
         child.current = inc
-        self._tg.start_soon(
-            run_incarnation, child, inc, self._on_exit, self._on_host_exit, name=child.path
-        )
+        self._tg.start_soon(run_incarnation, child, inc, self, name=child.path)
         return inc
 
     def _settle(self, child: ChildSlot, inc: Incarnation) -> Any:
@@ -264,11 +263,14 @@ class Supervisor:
         await inc.settled.wait()
         return self._settle(child, inc)
 
-    def _on_exit(self, child: ChildSlot, inc: Incarnation) -> None:
+    # -- the incarnation's Owner protocol --
+
+    def on_exit(self, child: ChildSlot, inc: Incarnation) -> None:
+        """Queue an unrequested exit for the control loop (kernel-internal)."""
         if not self._closing:
             self._exits_tx.send_nowait((child, inc))
 
-    def _on_host_exit(self, exc: BaseException) -> None:
+    def on_host_exit(self, exc: BaseException) -> None:
         """A child raised the host's exit: stop this tree now, raise *exc* once it is down."""
         if self._host_exit is None:
             self._host_exit = exc
