@@ -11,6 +11,11 @@ Every state change is synchronous (no ``await`` inside), so the event loop seria
 them and no lock is held across a backoff, a child's start or a stop; a child's
 :class:`ChildState` and its pending restart guard the operations that wait (issue 9,
 item 6, as OTP-9549: a supervisor busy restarting still answers calls).
+
+Why this file is over 400 lines: the public API, the restart logic and the block
+(``open_supervisor``) all change one child list and one closing state; split apart they
+would reach into each other's privates (issue 8, item 2). What does not need that state
+already lives beside it: ``_lifecycle`` (running), ``_slot`` (records), ``_exits``.
 """
 
 from __future__ import annotations
