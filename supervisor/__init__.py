@@ -13,13 +13,22 @@ two cannot be installed in one environment. ziggie never depends on supervisord.
 
 from typing import TYPE_CHECKING, Any
 
+from ._child import (
+    IGNORE,
+    ChildContext,
+    ChildCounts,
+    ChildInfo,
+    ChildKind,
+    ChildSpec,
+    ChildState,
+    SpecOptions,
+)
 from ._errors import (
     ActorDied,
     ActorError,
     ActorNotRunning,
     AlreadyPresent,
     AlreadyStarted,
-    InvalidTransition,
     MailboxFull,
     MaxChildren,
     NotFound,
@@ -33,20 +42,17 @@ from ._errors import (
 )
 from ._events import EventLog, json_events, no_events
 from ._ids import is_valid_id, validate_id
-from ._policy import AutoShutdown, Backoff, Intensity, Outcome, Restart, Shutdown, Strategy
-from ._runtime import Runtime, open_runtime
-from ._tree import (
-    IGNORE,
-    ChildContext,
-    ChildCounts,
-    ChildInfo,
-    ChildSpec,
-    ChildState,
-    SpecOptions,
-    Supervisor,
-    open_supervisor,
-    supervisor_spec,
+from ._policy import (
+    AutoShutdown,
+    Backoff,
+    Outcome,
+    Restart,
+    Shutdown,
+    Strategy,
+    SupervisorOptions,
 )
+from ._runtime import Runtime, open_runtime
+from ._supervisor import Supervisor, SupervisorSpecOptions, open_supervisor, supervisor_spec
 
 if TYPE_CHECKING:
     from .client import AgentDeploymentClient, HttpAgentClient, SyncAgentDeploymentClient
@@ -105,14 +111,13 @@ __all__ = [
     "ChildContext",
     "ChildCounts",
     "ChildInfo",
+    "ChildKind",
     "ChildSpec",
     "ChildState",
     "DeploymentRequest",
     "DeploymentResponse",
     "EventLog",
     "HttpAgentClient",
-    "Intensity",
-    "InvalidTransition",
     "MailboxFull",
     "MaxChildren",
     "NotFound",
@@ -128,6 +133,8 @@ __all__ = [
     "Supervisor",
     "SupervisorClosed",
     "SupervisorError",
+    "SupervisorOptions",
+    "SupervisorSpecOptions",
     "SyncAgentDeploymentClient",
     "ZiggieError",
     "__version__",

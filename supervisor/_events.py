@@ -21,27 +21,65 @@ Listener = Callable[[str, dict[str, Any]], None]
 
 
 class EventLog:
-    """Where lifecycle events go. ``enabled=False`` costs one attribute check per event."""
+    """Where lifecycle events go. ``enabled=False`` costs one attribute check per event.
+
+    Listeners run synchronously inside whichever task emits, so each one is isolated:
+    an error in a listener is reported as its own ``listener_failed`` event and never
+    reaches kernel code or the child that emitted (issue 9, item 7).
+    """
 
     def __init__(self, logger: Any | None = None, *, enabled: bool = True) -> None:
         self._logger = logger if logger is not None else structlog.get_logger("ziggie")
-        self.enabled = enabled
         self._listeners: list[Listener] = []
+        #: True if an event would go anywhere: emitters skip building fields otherwise.
+        #: A plain attribute, kept current by ``enabled`` and ``listen``: it is read on
+        #: every lifecycle step.
+        self.active = enabled
+        self._enabled = enabled
+
+    @property
+    def enabled(self) -> bool:
+        """Whether events reach the logger (listeners run either way)."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = value
+        self.active = value or bool(self._listeners)
 
     def emit(self, event: str, **fields: Any) -> None:
-        for listener in self._listeners:
-            listener(event, fields)
-        if self.enabled:
-            self._logger.info(event, **fields)
+        """Send *event* to every listener, then to the logger; never raises an Exception."""
+        for listener in tuple(self._listeners):
+            try:
+                listener(event, fields)
+            except Exception as exc:
+                self._listener_failed(listener, event, exc)
+        if self._enabled:
+            try:
+                self._logger.info(event, **fields)
+            except Exception as exc:  # a broken sink must not crash a child either
+                self._listener_failed(self._logger, event, exc)
+
+    def _listener_failed(self, listener: object, event: str, exc: Exception) -> None:
+        if event == "listener_failed":  # its own report failed too: stop there
+            return
+        self.emit(
+            "listener_failed",
+            listener=getattr(listener, "__qualname__", repr(listener)),
+            event_name=event,
+            error=f"{type(exc).__name__}: {exc}",
+        )
 
     @contextmanager
     def listen(self, listener: Listener) -> Iterator[None]:
         """Also call *listener(event, fields)* for every event while the block runs."""
         self._listeners.append(listener)
+        self.active = True
         try:
             yield
         finally:
             self._listeners.remove(listener)
+            self.active = self._enabled or bool(self._listeners)
 
 
 def _processors() -> list[Any]:

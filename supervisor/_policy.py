@@ -9,7 +9,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 
 class Restart(StrEnum):
@@ -150,3 +150,18 @@ class Intensity:
     def recent(self) -> int:
         """Restarts inside the current window (drives backoff)."""
         return len(self._times)
+
+
+class SupervisorOptions(TypedDict, total=False):
+    """The keyword options of every supervisor builder (``open_runtime``,
+    ``open_supervisor``, ``supervisor_spec``), spelled once (issue 8, item 5)::
+
+        supervisor_spec("w", children, strategy=Strategy.ONE_FOR_ALL, max_restarts=3)
+    """
+
+    strategy: Strategy  #: default ``one_for_one``
+    max_restarts: int  #: default 3 (OTP's intensity)
+    max_seconds: float  #: default 5.0 (OTP's period)
+    backoff: Backoff | None  #: delay before each restart; default none
+    auto_shutdown: AutoShutdown  #: default ``never``
+    max_children: int | None  #: default unbounded

@@ -1,17 +1,19 @@
-"""``open_runtime()``: the root of the tree and the registry of live children by id."""
+"""``open_runtime()``: the root of the tree, and the registry of every child by id."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
-from ._errors import AlreadyStarted, NotFound
+from ._child import ChildInfo, ChildSpec, RuntimeView
 from ._events import EventLog
 from ._ids import validate_id
-from ._policy import Backoff, Strategy
-from ._tree import ChildInfo, ChildSpec, ChildState, Supervisor, _Child, open_supervisor
+from ._policy import SupervisorOptions
+from ._registry import Registry
+from ._slot import ChildSlot
+from ._supervisor import Supervisor, open_supervisor
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +21,9 @@ class _RootNode:
     id: str
     path: str
     level: str | None
-    runtime: Runtime
+    runtime: RuntimeView
+    parent_id: str | None = None
+    incarnation: int = 1
 
 
 class Runtime:
@@ -32,7 +36,8 @@ class Runtime:
     def __init__(self, name: str, events: EventLog) -> None:
         self.name = validate_id(name, "runtime name")
         self.events = events
-        self._registry: dict[str, tuple[_Child, Supervisor]] = {}
+        #: Handed to every supervisor of this runtime (they add and remove their slots).
+        self.registry: Registry[ChildSlot, Supervisor] = Registry(self.name)
         self._root: Supervisor | None = None
 
     @property
@@ -54,84 +59,53 @@ class Runtime:
         """Stop *child_id* if it runs, then start a fresh incarnation of it."""
         return await self.supervisor_of(child_id).restart_child(child_id, stop_first=True)
 
-    # -- registry --
-
-    def _register(self, child: _Child, parent: Supervisor) -> None:
-        cid = child.spec.id
-        if cid in self._registry or cid == self.name:
-            raise AlreadyStarted(cid, f"id {cid!r} is already in use in runtime {self.name!r}")
-        self._registry[cid] = (child, parent)
-
-    def _unregister(self, child: _Child) -> None:
-        entry = self._registry.get(child.spec.id)
-        if entry is not None and entry[0] is child:
-            del self._registry[child.spec.id]
-
-    def _lookup(self, child_id: str) -> tuple[_Child, Supervisor]:
-        try:
-            return self._registry[child_id]
-        except KeyError:
-            raise NotFound(child_id, f"no child {child_id!r} in runtime {self.name!r}") from None
+    # -- lookups --
 
     def __contains__(self, child_id: object) -> bool:
-        return child_id in self._registry
+        return child_id in self.registry
 
     def supervisor_of(self, child_id: str) -> Supervisor:
         """The supervisor that holds *child_id*'s spec."""
-        return self._lookup(child_id)[1]
+        return self.registry.lookup(child_id)[1]
 
     def info(self, child_id: str) -> ChildInfo:
-        return self._lookup(child_id)[0].info()
+        return self.registry.lookup(child_id)[0].info()
 
     def whereis(self, child_id: str) -> Any:
         """The ``started()`` value of *child_id*'s running incarnation, else ``None``."""
-        entry = self._registry.get(child_id)
-        if entry is None:
-            return None
-        child = entry[0]
-        inc = child.current
-        if child.state is ChildState.RUNNING and inc is not None:
-            return inc.value
-        return None
+        entry = self.registry.get(child_id)
+        return None if entry is None else entry[0].value()
 
     def ids(self) -> list[str]:
-        return list(self._registry)
+        return self.registry.ids()
 
     def tree(self) -> dict[str, Any]:
-        """A nested snapshot of the whole tree, for display and status replies."""
-        return _snapshot_node(self.name, self.name, None, self.root)
+        """A nested snapshot of the whole tree, for display and status replies.
 
+        It includes the children of every supervisor opened inside a node, also a worker
+        that opened one with ``open_supervisor(ctx)`` (issue 9).
+        """
+        return self._snapshot(self.name, self.name, None)
 
-def _snapshot_node(
-    node_id: str, path: str, info: ChildInfo | None, sup: Supervisor | None
-) -> dict[str, Any]:
-    node: dict[str, Any] = {"id": node_id, "path": path}
-    if info is not None:
-        node.update(
-            state=str(info.state),
-            level=info.level,
-            kind=info.kind,
-            restart=str(info.restart),
-            incarnation=info.incarnation,
-            restarts=info.restarts,
-            outcome=str(info.outcome) if info.outcome else None,
-            reason=info.reason,
-            started_at=info.started_at,
+    def _snapshot(self, node_id: str, path: str, info: ChildInfo | None) -> dict[str, Any]:
+        node: dict[str, Any] = {"id": node_id, "path": path}
+        if info is not None:
+            node.update(
+                state=str(info.state),
+                level=info.level,
+                kind=str(info.kind),
+                restart=str(info.restart),
+                incarnation=info.incarnation,
+                restarts=info.restarts,
+                outcome=str(info.last_outcome) if info.last_outcome else None,
+                reason=info.reason,
+                started_at=info.started_at,
+            )
+        sup = self.registry.nested(node_id)
+        node["children"] = (
+            [self._snapshot(c.id, c.path, c) for c in sup.which_children()] if sup else []
         )
-    kids = []
-    if sup is not None:
-        for child in sup.which_children():
-            kids.append(_snapshot_node(child.id, child.path, child, _supervisor_in(child.value)))
-    node["children"] = kids
-    return node
-
-
-def _supervisor_in(value: Any) -> Supervisor | None:
-    """A child's nested supervisor: the value itself or its ``supervisor`` attribute."""
-    if isinstance(value, Supervisor):
-        return value
-    nested = getattr(value, "supervisor", None)
-    return nested if isinstance(nested, Supervisor) else None
+        return node
 
 
 @asynccontextmanager
@@ -140,30 +114,22 @@ async def open_runtime(
     children: Iterable[ChildSpec] = (),
     *,
     events: EventLog | None = None,
-    strategy: Strategy = Strategy.ONE_FOR_ONE,
-    max_restarts: int = 3,
-    max_seconds: float = 5.0,
-    backoff: Backoff | None = None,
+    **options: Unpack[SupervisorOptions],
 ) -> AsyncIterator[Runtime]:
     """Open the root of a supervision tree inside any trio or asyncio program.
 
     ::
 
-        async with open_runtime() as rt:
+        async with open_runtime(max_restarts=5) as rt:
             await rt.start_child(function_actor("worker", work))
 
     Leaving the block stops the whole tree, newest child first. If the root supervisor
-    exceeds its restart intensity, the block is cancelled and the error propagates.
+    exceeds its restart intensity, or a child fails to start, the block is cancelled and
+    the error (:class:`RestartIntensityExceeded`, :class:`StartError`) propagates as
+    itself, on trio and asyncio alike; several errors at once come as an exception group.
     """
     rt = Runtime(name, events if events is not None else EventLog())
     root = _RootNode(id=rt.name, path=rt.name, level=None, runtime=rt)
-    async with open_supervisor(
-        root,
-        children,
-        strategy=strategy,
-        max_restarts=max_restarts,
-        max_seconds=max_seconds,
-        backoff=backoff,
-    ) as sup:
+    async with open_supervisor(root, children, **options) as sup:
         rt._root = sup
         yield rt

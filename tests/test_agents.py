@@ -134,7 +134,7 @@ async def test_claude_runner_runs_a_fake_claude_on_path(
         with event_waits(rt) as waits:
             await rt.start_child(agent_child_spec(spec, home, RUNNERS))
             await waits.event("exited", "agent-1")
-        assert rt.info("agent-1").outcome is Outcome.NORMAL
+        assert rt.info("agent-1").last_outcome is Outcome.NORMAL
     recorded = json.loads(record.read_text())
     assert recorded["id"] == "agent-1"
     assert recorded["argv"][0] == "-p"
@@ -215,7 +215,7 @@ async def test_demo_agent_finishes_after_max_iterations(tmp_path: Path, home: Ag
         with event_waits(rt) as waits:
             handle: ProcessHandle = await rt.start_child(agent_child_spec(spec, home, RUNNERS))
             await waits.event("exited", "agent-1")
-        assert rt.info("agent-1").outcome is Outcome.NORMAL
+        assert rt.info("agent-1").last_outcome is Outcome.NORMAL
     assert handle.log_path is not None
     events = [json.loads(x)["event"] for x in handle.log_path.read_text().splitlines()]
     assert events == ["agent_started"] + ["iteration"] * 4 + ["agent_finished"]

@@ -78,9 +78,9 @@ async def test_claude_task_that_looks_like_a_flag_stays_the_prompt(
         handle: ProcessHandle = await rt.start_child(agent_child_spec(spec, home, RUNNERS))
         assert handle.argv[0] == str(fake)  # resolved before the execute check (item 10)
         with anyio.fail_after(20):
-            while rt.info("agent-1").outcome is None:
+            while rt.info("agent-1").last_outcome is None:
                 await anyio.sleep(0.01)
-        assert rt.info("agent-1").outcome is Outcome.NORMAL
+        assert rt.info("agent-1").last_outcome is Outcome.NORMAL
     recorded = json.loads(record.read_text())
     assert recorded["prompt"] == task
     assert recorded["skip"] is False
