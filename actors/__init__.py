@@ -12,6 +12,7 @@ from ._procfs import Marked, has_marker, marked_processes, process_start_time
 from ._proctree import (
     StopReport,
     become_subreaper,
+    cgroup_controllers,
     is_subreaper,
     log_path_for,
     stop_mechanism,
@@ -31,6 +32,7 @@ __all__ = [
     "StopReport",
     "actor_spec",
     "become_subreaper",
+    "cgroup_controllers",
     "function_spec",
     "has_marker",
     "is_subreaper",

@@ -83,6 +83,7 @@ def process_spec(
     max_children: int | None = None,
     meta: Mapping[str, Any] | None = None,
     token: str | None = None,
+    limits: Mapping[str, str] | None = None,
     **options: Unpack[SpecOptions],
 ) -> ChildSpec:
     """A child spec that runs *argv* (exactly, no shell) as a supervised process tree.
@@ -93,6 +94,9 @@ def process_spec(
     returns only once no process of the tree remains. With ``nested=True`` the node also
     hosts a supervisor (``handle.supervisor``) for sub-agents, which stop before it does.
     *token* is the runtime token its processes carry (default: this process's).
+    *limits* are cgroup v2 files to write (``{"memory.max": "536870912"}``-style keys
+    ``memory``, ``cpu``, ``pids`` with the file's syntax); a start is refused where the
+    controller is missing (:class:`CgroupError`).
     """
     argv = list(argv)
     if not argv or not argv[0]:
@@ -118,6 +122,7 @@ def process_spec(
             nested,
             max_children,
             token,
+            dict(limits or {}),
         )
 
     return ChildSpec(id=id, start=start, meta=dict(meta or {}), **options)
@@ -135,6 +140,7 @@ async def _run_process(
     nested: bool,
     max_children: int | None,
     token: str | None = None,
+    limits: Mapping[str, str] | None = None,
 ) -> None:
     log = RotatingLog(log_path, max_bytes=log_max_bytes, backups=log_backups) if log_path else None
     read_fd, write_fd = os.pipe() if log else (None, None)
@@ -146,6 +152,7 @@ async def _run_process(
             env=env,
             stdout=write_fd if write_fd is not None else None,
             token=token,
+            limits=limits,
         )
     except OSError as exc:
         if read_fd is not None:

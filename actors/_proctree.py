@@ -432,6 +432,12 @@ def stop_mechanism() -> str:
     return mechanism(_watchdog.token())
 
 
+def cgroup_controllers() -> frozenset[str] | None:
+    """The cgroup v2 controllers agents can be limited by here (None: no cgroups)."""
+    found = runtime_cgroups(_watchdog.token())
+    return None if found is None else found.controllers
+
+
 def _agent_cgroup(agent_id: str) -> AgentCgroup | None:
     cgs = runtime_cgroups(_watchdog.token())
     if cgs is None:

@@ -121,7 +121,7 @@ async def open_runtime(
     ::
 
         async with open_runtime(max_restarts=5) as rt:
-            await rt.start_child(function_actor("worker", work))
+            await rt.start_child(function_spec("worker", work))
 
     Leaving the block stops the whole tree, newest child first. If the root supervisor
     exceeds its restart intensity, or a child fails to start, the block is cancelled and

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 import supervisor
-from actors import function_actor
+from actors import function_spec
 from supervisor import (
     IGNORE,
     Backoff,
@@ -296,7 +296,7 @@ async def test_last_outcome_names_the_previous_incarnation() -> None:
 
 
 @pytest.mark.anyio
-async def test_tree_includes_a_supervisor_opened_inside_a_function_actor() -> None:
+async def test_tree_includes_a_supervisor_opened_inside_a_function_spec() -> None:
     probe = Probe()
 
     async def host(ctx: ChildContext) -> None:
@@ -304,7 +304,7 @@ async def test_tree_includes_a_supervisor_opened_inside_a_function_actor() -> No
             await anyio.sleep_forever()
 
     async with open_runtime() as rt:
-        await rt.start_child(function_actor("fa", host, pass_context=True))
+        await rt.start_child(function_spec("fa", host, pass_context=True))
         with anyio.fail_after(5):
             await probe.wait_for(("start", "leaf", 1))
         assert rt.info("leaf").path == "ziggie/fa/leaf"

@@ -140,6 +140,7 @@ ACTORS_EXPORTS = [
     "StopReport",
     "actor_spec",
     "become_subreaper",
+    "cgroup_controllers",
     "function_spec",
     "has_marker",
     "is_subreaper",

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors import log_path_for, process_spec
+from actors import cgroup_controllers, log_path_for, process_spec
 from supervisor import (
     AutoShutdown,
     Backoff,
@@ -128,6 +128,7 @@ def agent_child_spec(
     nested: bool = True,
     extra_env: Mapping[str, str] | None = None,
     token: str | None = None,
+    limits_best_effort: bool = False,
 ) -> ChildSpec:
     """Validate *spec*, write its definition file, and return the child spec that runs it."""
     definition = home.definitions / f"{spec.id}.md"
@@ -165,7 +166,25 @@ def agent_child_spec(
         level=spec.level,
         meta={"name": spec.name},
         token=token,
+        limits=_limits(spec, best_effort=limits_best_effort),
     )
+
+
+def _limits(spec: AgentSpec, *, best_effort: bool) -> dict[str, str]:
+    """The spec's cgroup limits; refused (never silently unlimited) where not enforceable,
+    unless the operator chose best effort (setting ``limits_best_effort``)."""
+    wanted = spec.limits.files() if spec.limits else {}
+    if not wanted:
+        return wanted
+    available = cgroup_controllers() or frozenset()
+    missing = sorted(set(wanted) - available)
+    if missing and not best_effort:
+        where = "no cgroup v2 here" if cgroup_controllers() is None else "not enabled here"
+        raise AgentRefused(
+            f"limits.{missing[0]}: the {missing[0]} controller is {where}"
+            " (set limits_best_effort to run without it)"
+        )
+    return {k: v for k, v in wanted.items() if k in available}
 
 
 def contained_spec(child: ChildSpec, spec: AgentSpec, settings: Settings) -> ChildSpec:

@@ -1,9 +1,8 @@
 """The coordinator service: deploy, status, terminate, restart, list over a runtime.
 
-One service, many transports: the file queue and (later) the HTTP API hand it wire
-requests and write out what it answers; none of them holds agent logic. The service owns
-the journal, so exactly-once holds across transports: a request id seen before, by any of
-them, gets the recorded answer and is never executed twice.
+The file queue and the HTTP API hand it wire requests and write out its answers; none
+holds agent logic. It owns the journal, so a request id seen before, by any transport,
+gets the recorded answer and is never executed twice.
 """
 
 from __future__ import annotations
@@ -359,6 +358,7 @@ class AgentService:
             log_max_bytes=self.settings.log_max_bytes,
             extra_env={k: v for provide in self.agent_env for k, v in provide(spec).items()},
             token=self.token,
+            limits_best_effort=self.settings.limits_best_effort,
         )
         self.journal.add_agent(
             spec.id,

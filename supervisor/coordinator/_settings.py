@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     durability: Literal["full", "fast"] = Field(
         default="full", description="full: changes are fsynced before they are answered"
     )
+    limits_best_effort: bool = Field(
+        default=False, description="Run agents whose limits cannot be enforced here"
+    )
     # -- housekeeping (issue 11): a coordinator left running for days stays bounded --
     retain_answers_seconds: float = Field(
         default=86_400, gt=0, description="Keep answers (responses/, journal) this long"

@@ -32,6 +32,7 @@ from ._schemas import (
     DeploymentResponse,
     ErrorCode,
     Level,
+    Limits,
     Status,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "DeploymentResponse",
     "ErrorCode",
     "Level",
+    "Limits",
     "Status",
     "Watcher",
     "coordinator_serves",

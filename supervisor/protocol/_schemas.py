@@ -173,6 +173,45 @@ ShutdownField = Annotated[
 ]
 
 
+_SIZE = re.compile(r"^([0-9]+)([KMGT]?)$")
+
+
+def _memory(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = _SIZE.match(str(value).strip().upper())
+        if match is None:
+            raise ValueError("memory: bytes, or a number with K, M, G or T (e.g. '512M')")
+        size = int(match.group(1)) * 1024 ** "_KMGT".index(match.group(2) or "_")
+    if size < 4096:
+        raise ValueError("memory: at least 4096 bytes")
+    return size
+
+
+class Limits(_Model):
+    """Resource limits of an agent's cgroup (issue 15): refused where not enforceable."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory: Annotated[int, BeforeValidator(_memory)] | None = Field(
+        default=None, description="memory.max: bytes, or '512M'"
+    )
+    cpu: float | None = Field(default=None, gt=0, description="cpu.max: CPUs (0.5 = half)")
+    pids: StrictInt | None = Field(default=None, ge=1, description="pids.max: processes")
+
+    def files(self) -> dict[str, str]:
+        """The cgroup files' contents, by controller."""
+        out: dict[str, str] = {}
+        if self.memory is not None:
+            out["memory"] = str(self.memory)
+        if self.cpu is not None:
+            out["cpu"] = f"{round(self.cpu * 100_000)} 100000"
+        if self.pids is not None:
+            out["pids"] = str(self.pids)
+        return out
+
+
 class AgentSpec(_Model):
     """Agent deployment specification (the seed's fields, plus optional new ones)."""
 
@@ -207,6 +246,10 @@ class AgentSpec(_Model):
     max_seconds: StrictFloat | None = Field(default=None, gt=0, description="Intensity window")
     backoff_initial: StrictFloat | None = Field(
         default=None, ge=0, description="Seconds before the first restart in a window"
+    )
+    limits: Limits | None = Field(
+        default=None,
+        description='cgroup v2 limits: {"memory": "512M", "cpu": 0.5, "pids": 256}',
     )
     backoff_max: StrictFloat | None = Field(default=None, ge=0, description="Backoff ceiling")
 
