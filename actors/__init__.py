@@ -4,20 +4,14 @@ Built only on the kernel's public API (:mod:`supervisor`). Spec builders share o
 naming scheme: ``*_spec`` returns a :class:`supervisor.ChildSpec`.
 """
 
-from ._cgroup import CgroupError
+from ._cgroup import CgroupError, cgroup_controllers, stop_mechanism
 from ._function import function_spec
+from ._loose import log_path_for, stop_processes
 from ._mailbox import Actor, ActorRef, Mailbox, actor_spec
 from ._process import ProcessExit, ProcessHandle, SpawnError, process_spec
 from ._procfs import Marked, has_marker, marked_processes, process_start_time
-from ._proctree import (
-    StopReport,
-    become_subreaper,
-    cgroup_controllers,
-    is_subreaper,
-    log_path_for,
-    stop_mechanism,
-    stop_processes,
-)
+from ._proctree import StopReport
+from ._subreaper import become_subreaper, is_subreaper
 from ._watchdog import new_token, token
 
 __all__ = [

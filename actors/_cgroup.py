@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
+import itertools
 import os
 import re
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import anyio
+
+from . import _watchdog
 
 try:  # Linux only
     from inotify_simple import INotify
@@ -220,3 +226,36 @@ def mechanism(token: str) -> str:
     """``"cgroup2 <path>"`` or ``"process groups + /proc sweep"``: what stops use."""
     found = runtime_cgroups(token)
     return f"cgroup2 {found.path}" if found else "process groups + /proc sweep"
+
+
+_incarnations = itertools.count(1)
+
+
+def check_program(program: str, cwd: str | os.PathLike[str], env: Mapping[bytes, bytes]) -> None:
+    if os.sep in program:
+        path = program if os.path.isabs(program) else os.path.join(os.fspath(cwd), program)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        return
+    search = env.get(b"PATH", os.environ.get("PATH", os.defpath).encode()).decode()
+    if shutil.which(program, path=search) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
+def stop_mechanism() -> str:
+    """How this runtime stops agents: ``cgroup2 <path>`` or the process-group fallback."""
+    return mechanism(_watchdog.token())
+
+
+def cgroup_controllers() -> frozenset[str] | None:
+    """The cgroup v2 controllers agents can be limited by here (None: no cgroups)."""
+    found = runtime_cgroups(_watchdog.token())
+    return None if found is None else found.controllers
+
+
+def agent_cgroup(agent_id: str) -> AgentCgroup | None:
+    cgs = runtime_cgroups(_watchdog.token())
+    if cgs is None:
+        return None
+    _watchdog.watch_cgroup(str(cgs.path))  # killed whole if this runtime dies
+    return cgs.child(f"{agent_id}.{next(_incarnations)}")

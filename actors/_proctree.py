@@ -18,25 +18,19 @@ Exit waits use pidfds: no polling tick, and no PID-reuse race for the leader.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
-import itertools
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Final
 
 import anyio
 import psutil
 
 from . import _watchdog
-from ._cgroup import AgentCgroup, CgroupError, mechanism, runtime_cgroups
+from ._cgroup import CgroupError, agent_cgroup, check_program
 from ._procfs import (
     CHILD_LISTS,
     MARKER,
@@ -50,46 +44,12 @@ from ._procfs import (
     subtree,
     wait_gone,
 )
-
-_PR_SET_CHILD_SUBREAPER: Final = 36
+from ._subreaper import is_subreaper
 
 #: SIGKILL rounds a stop tries before it reports what it could not kill (issue 9, item 5).
 _KILL_ROUNDS: Final = 5
 #: Seconds each SIGKILL round waits for its processes to go.
 _KILL_WAIT: Final = 1.0
-
-_libc: ctypes.CDLL | None = None
-_subreaper = False
-
-
-def _prctl(option: int, arg: int) -> bool:
-    global _libc
-    if not sys.platform.startswith("linux"):
-        return False
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return int(_libc.prctl(option, arg, 0, 0, 0)) == 0
-
-
-def become_subreaper() -> bool:
-    """Make this process the child subreaper of its descendants (Linux; idempotent).
-
-    An explicit choice of the host (issue 10, item 7), never a side effect of spawning:
-    a subreaper inherits every orphan of its subtree, the host's own included. ``ziggie
-    serve`` makes it by default (setting ``subreaper``). Without it, a stop still finds
-    an agent's escapees by their marker and runtime token across ``/proc`` (a full scan
-    instead of two child lists), but what they leave as zombies is init's to reap.
-    """
-    global _subreaper
-    if not _subreaper:
-        _subreaper = _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    return _subreaper
-
-
-def is_subreaper() -> bool:
-    """True once :func:`become_subreaper` succeeded in this process."""
-    return _subreaper
-
 
 #: Process groups of live agents, so a sweep reads the environment only of processes that
 #: belong to no known agent group (the escapees), not of every descendant.
@@ -142,7 +102,7 @@ class ProcessTree:
             _watchdog.TOKEN_VAR.encode(): self.token.encode(),
         }
         #: This incarnation's own cgroup, where the host allows (issue 15); else None.
-        self.cgroup = _agent_cgroup(agent_id)
+        self.cgroup = agent_cgroup(agent_id)
         if self.cgroup is not None:
             try:
                 self.cgroup.limit(dict(limits or {}))
@@ -151,7 +111,7 @@ class ProcessTree:
                 raise
             # The shim's sh would report a missing program only as exit 127: refuse it
             # here, as Popen would (a clear start error, not a crash loop).
-            _check_program(argv[0], cwd, env)
+            check_program(argv[0], cwd, env)
             argv = self.cgroup.wrap(argv)  # joins it before exec: no preexec_fn
         elif limits:
             raise CgroupError(
@@ -240,7 +200,7 @@ class ProcessTree:
         """
         if self.cgroup is not None:  # the kernel keeps the list: every fork is in it
             return self.cgroup.pids()
-        return self._quick_members() if CHILD_LISTS and _subreaper else self.members()
+        return self._quick_members() if CHILD_LISTS and is_subreaper() else self.members()
 
     def members(self, stats: Mapping[int, Stat] | None = None) -> set[int]:
         """Every live process of this agent: its group, its descendants, marked escapees."""
@@ -255,7 +215,7 @@ class ProcessTree:
         others = {g for g, a in _live_groups.items() if a != self.agent_id}
         # Not the subreaper: an escapee re-parented to init, anywhere in /proc; only one
         # born after the agent's leader can be the agent's (the host's old ones are not).
-        maybe = descendants(stats, me) if _subreaper else set(stats) - {me}
+        maybe = descendants(stats, me) if is_subreaper() else set(stats) - {me}
         for pid in maybe:
             st = stats[pid]
             if pid in found or st.zombie or st.pgid in others or st.start < self.start:
@@ -385,8 +345,8 @@ class ProcessTree:
         From the cgroup where there is one (``cpu.stat``, ``memory.current``), else psutil.
         """
         cg = self.cgroup
-        if cg is not None:
-            pids = cg.pids()
+        if cg is not None:  # the leader counts before its shim has joined the cgroup
+            pids = cg.pids() | ({self.pid} if self.returncode is None else set())
             cpu_s = cg.cpu_seconds()
             mem = cg.memory_bytes()
             if mem is None:  # no memory controller here: RSS of the cgroup's processes
@@ -411,39 +371,6 @@ class ProcessTree:
             except psutil.Error:
                 continue
         return {"cpu_seconds": round(cpu, 3), "rss_bytes": rss, "processes": count}
-
-
-_incarnations = itertools.count(1)
-
-
-def _check_program(program: str, cwd: str | os.PathLike[str], env: Mapping[bytes, bytes]) -> None:
-    if os.sep in program:
-        path = program if os.path.isabs(program) else os.path.join(os.fspath(cwd), program)
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-        return
-    search = env.get(b"PATH", os.environ.get("PATH", os.defpath).encode()).decode()
-    if shutil.which(program, path=search) is None:
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-
-
-def stop_mechanism() -> str:
-    """How this runtime stops agents: ``cgroup2 <path>`` or the process-group fallback."""
-    return mechanism(_watchdog.token())
-
-
-def cgroup_controllers() -> frozenset[str] | None:
-    """The cgroup v2 controllers agents can be limited by here (None: no cgroups)."""
-    found = runtime_cgroups(_watchdog.token())
-    return None if found is None else found.controllers
-
-
-def _agent_cgroup(agent_id: str) -> AgentCgroup | None:
-    cgs = runtime_cgroups(_watchdog.token())
-    if cgs is None:
-        return None
-    _watchdog.watch_cgroup(str(cgs.path))  # killed whole if this runtime dies
-    return cgs.child(f"{agent_id}.{next(_incarnations)}")
 
 
 def reap_orphans() -> list[int]:
@@ -471,40 +398,3 @@ def reap_orphans() -> list[int]:
                 reaped.append(pid)
                 _seen.pop(pid, None)
     return reaped
-
-
-def log_path_for(log_dir: Path, agent_id: str) -> Path:
-    """``<log_dir>/<agent_id>_<YYYYmmdd_HHMMSS>.log``, the seed's naming."""
-    return log_dir / f"{agent_id}_{time.strftime('%Y%m%d_%H%M%S')}.log"
-
-
-async def stop_processes(pids: Iterable[int], grace: float) -> StopReport:
-    """SIGTERM *pids*, wait up to *grace*, SIGKILL the rest; bounded, shielded.
-
-    For processes that belong to no live tree (what a crashed runtime left). Gives up
-    after a few SIGKILL rounds (an unkillable process in D state) and says so in
-    ``report.left`` instead of looping forever.
-    """
-    report = StopReport(terminated=sorted(set(pids)))
-    t0 = time.perf_counter()
-    with anyio.CancelScope(shield=True):
-        alive = set(report.terminated)
-        sig = signal.SIGTERM
-        wait = grace
-        for _ in range(_KILL_ROUNDS + 1):
-            if not alive:
-                break
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            with anyio.move_on_after(wait):
-                await wait_gone(alive)
-            alive = {pid for pid in alive if (st := read_stat(pid)) is not None and not st.zombie}
-            if sig is signal.SIGKILL:
-                report.killed = sorted(set(report.killed) | alive)
-            elif alive:
-                report.killed = sorted(alive)
-            sig, wait = signal.SIGKILL, _KILL_WAIT
-        report.left = sorted(alive)
-    report.seconds = time.perf_counter() - t0
-    return report

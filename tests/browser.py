@@ -9,10 +9,11 @@ Makefile installs it when it can).
 from __future__ import annotations
 
 import shutil
-import warnings
 from collections.abc import Iterator
 
 import pytest
+
+from .loud import loud_skip
 
 CHROMIUM = shutil.which("chromium-headless-shell") or shutil.which("chromium")
 FLAGS = [
@@ -34,8 +35,7 @@ def browser_fixture() -> Iterator[object]:
             "no chromium-headless-shell or chromium on PATH: the dashboard tests did not run"
             " (apt-get install chromium-headless-shell)"
         )
-        warnings.warn(message, pytest.PytestWarning, stacklevel=1)
-        pytest.skip(message)
+        loud_skip(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -20,6 +20,8 @@ import trio.testing
 
 from actors._watchdog import TOKEN_VAR, in_family, new_token, watchdog_pid
 
+from .loud import LOUD_SKIPS
+
 #: This test run's token family; set before anything asks for a runtime token.
 _inherited = os.environ.get(TOKEN_VAR)
 RUN_TOKEN = f"{_inherited}.test-{new_token()}" if _inherited else f"test-{new_token()}"
@@ -103,7 +105,10 @@ SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say loudly when the seed-compatibility tests could not run (issue 11)."""
+    """Say loudly when the seed-compatibility tests could not run (issue 11), and every
+    other loud skip (no browser, no cgroups, no controller)."""
+    for reason in LOUD_SKIPS:
+        terminalreporter.write_sep("!", f"NOT TESTED: {reason}", red=True, bold=True)
     if not SEED_DIR.is_dir():
         terminalreporter.write_sep(
             "!",

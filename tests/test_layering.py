@@ -125,7 +125,7 @@ def test_no_file_over_400_lines_without_a_reason() -> None:
     for path in sources("supervisor", "actors"):
         text = path.read_text(encoding="utf-8")
         if text.count("\n") > 400:
-            assert "Why this file is long" in text[:2000], f"{path} has no reason at its top"
+            assert "Why this file is" in text[:2500], f"{path} has no reason at its top"
 
 
 ACTORS_EXPORTS = [

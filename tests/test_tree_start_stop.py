@@ -144,7 +144,7 @@ async def test_terminated_child_reports_shutdown_outcome_and_event() -> None:
             await rt.root.terminate_child("a")
             info = rt.info("a")
             assert info.state is ChildState.STOPPED
-            assert info.outcome is Outcome.SHUTDOWN
+            assert info.last_outcome is Outcome.SHUTDOWN
     assert names(seen, "started", "stop_requested", "terminated") == [
         ("started", "a"),
         ("stop_requested", "a"),
