@@ -122,7 +122,7 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "responses": {
                     "201": _json(response, "Deployed"),
-                    **_failed(409, 422),
+                    **_failed(404, 409, 422),
                     **_problems(400, 403, 413, *_AUTH),
                 },
             },
