@@ -22,6 +22,7 @@ import pytest
 from actors import ProcessHandle, cgroup_controllers, process_spec, token
 from actors._cgroup import runtime_cgroups
 from supervisor import Shutdown, no_events, open_runtime
+from supervisor.coordinator import Settings, open_coordinator
 from supervisor.protocol import AgentSpec
 
 from .helpers import real_clock_backend as anyio_backend  # noqa: F401
@@ -238,3 +239,30 @@ async def test_a_fork_bomb_is_contained_by_pids_max(tmp_path: Path) -> None:
         await rt.terminate("bomb")
         assert handle.last_stop is not None
         assert handle.last_stop.left == []
+
+
+@pytest.mark.anyio
+async def test_status_and_coordinator_ready_say_how_agents_are_stopped(tmp_path: Path) -> None:
+    from supervisor.protocol import DeploymentRequest
+
+    from .helpers import recording
+
+    with recording() as (events, seen):
+        async with (
+            open_runtime(events=events) as rt,
+            open_coordinator(rt, Settings(home=tmp_path / "home")) as coord,
+        ):
+            ready = [f for n, f in seen if n == "coordinator_ready"]
+            spec = AgentSpec.model_validate(agent_spec("told", tmp_path))
+            request = DeploymentRequest(
+                parent_agent="Ziggie", action="deploy_agent", agent_spec=spec
+            )
+            await coord.service.handle(request)
+            status = coord.service.agent_detail("told")
+            assert status is not None
+            if runtime_cgroups(token()) is not None:
+                assert ready[0]["stops"].startswith("cgroup2 ")
+                assert status["stops"].startswith("cgroup2 ")
+            else:
+                assert ready[0]["stops"] == "process groups + /proc sweep"
+                assert status["stops"] == "process group + sweep"

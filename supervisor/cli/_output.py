@@ -77,6 +77,7 @@ def status_lines(agent_id: str, agent: dict[str, Any]) -> list[str]:
         ("ended", why),
         ("usage", usage(agent)),
         ("path", agent.get("path")),
+        ("stops by", agent.get("stops")),
         ("log", agent.get("log")),
     ]
     lines += [f"  {key}: {escape(str(value))}" for key, value in facts if value not in (None, "")]

@@ -58,6 +58,8 @@ def agent_detail(
             detail["pid"] = handle.pid
             detail["uptime"] = round(time.time() - handle.started_at, 3)
             detail.update(service.usage.of(agent_id, handle))
+            cgroup = handle.tree.cgroup  # how a stop will end it (issue 15)
+            detail["stops"] = f"cgroup2 {cgroup.path}" if cgroup else "process group + sweep"
             if handle.supervisor is not None:  # a running agent: its live children
                 detail["children"] = [c.id for c in handle.supervisor.which_children()]
     return detail
