@@ -302,9 +302,9 @@ class ProcessTree:
             if members:
                 self._signal(members, signal.SIGTERM if grace > 0 else signal.SIGKILL)
             with anyio.move_on_at(deadline):
-                await cg.wait_empty(grace)
-                if self.returncode is None:
+                if self.returncode is None:  # the leader's pidfd first: usually all it takes
                     await self.wait()
+                await cg.wait_empty(grace)
             empty = not cg.populated()
             if not empty or self.returncode is None:
                 left = cg.pids() | ({self.pid} if self.returncode is None else set())

@@ -1,6 +1,6 @@
 """``make bench``: every benchmark table, one after the other."""
 
-from bench import filequeue, http, kernel, nesting, process
+from bench import dashboard, filequeue, http, kernel, nesting, process
 
 
 def main() -> None:
@@ -9,6 +9,7 @@ def main() -> None:
     filequeue.main()
     nesting.main()
     http.main()
+    dashboard.main()
 
 
 if __name__ == "__main__":
