@@ -272,10 +272,11 @@ class Api:
 
     def routes(self) -> list[Route]:
         by_path: dict[str, dict[str, Endpoint]] = {
+            # The hottest route first: the router tries them in order.
+            "/v1/agents/{agent_id}": {"GET": self.get_agent, "DELETE": self.delete_agent},
             "/v1/health": {"GET": self.health},
             "/v1/requests": {"POST": self.post_request},
             "/v1/agents": {"GET": self.list_agents, "POST": self.post_agent},
-            "/v1/agents/{agent_id}": {"GET": self.get_agent, "DELETE": self.delete_agent},
             "/v1/agents/{agent_id}/restart": {"POST": self.restart_agent},
             "/v1/agents/{agent_id}/logs": {"GET": self.logs},
             "/v1/tree": {"GET": self.tree},

@@ -66,6 +66,7 @@ class Gate:
         self.metrics = metrics
         self.hosts = hosts
         self.max_body = max_body
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,10 +118,11 @@ class Gate:
             with contextlib.suppress(Exception):  # unless the response had already begun
                 await problem(500, "Internal error", type(exc).__name__)(scope, receive, send)
         finally:
-            route = scope.get("route")
-            self.metrics.requests.labels(
-                scope["method"], getattr(route, "path", "unmatched")
-            ).observe(time.perf_counter() - t0)
+            key = (scope["method"], getattr(scope.get("route"), "path", "unmatched"))
+            timer = self._timers.get(key)
+            if timer is None:  # labels() takes a lock and builds a key: once per route
+                timer = self._timers[key] = self.metrics.requests.labels(*key)
+            timer.observe(time.perf_counter() - t0)
 
 
 class _TooLarge(Exception):
