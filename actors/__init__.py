@@ -12,9 +12,10 @@ from ._process import ProcessExit, ProcessHandle, SpawnError, process_spec
 from ._procfs import Marked, has_marker, marked_processes, process_start_time
 from ._proctree import StopReport
 from ._subreaper import become_subreaper, is_subreaper
-from ._watchdog import new_token, token
+from ._watchdog import TOKEN_VAR, in_family, new_token, token, watch_token
 
 __all__ = [
+    "TOKEN_VAR",
     "Actor",
     "ActorRef",
     "CgroupError",
@@ -29,6 +30,7 @@ __all__ = [
     "cgroup_controllers",
     "function_spec",
     "has_marker",
+    "in_family",
     "is_subreaper",
     "log_path_for",
     "marked_processes",
@@ -38,4 +40,5 @@ __all__ = [
     "stop_mechanism",
     "stop_processes",
     "token",
+    "watch_token",
 ]

@@ -119,6 +119,14 @@ def unwatch(pgid: int) -> None:
     _send(f"-{pgid}\n")
 
 
+def watch_token(tok: str) -> None:
+    """Sweep every process carrying *tok* if this runtime dies: for helpers that are not
+    agents, such as a private Ray head started for a coordinator (issue 14)."""
+    if tok not in _tokens and tok != token():
+        _tokens.add(tok)
+        _send(f"t{tok}\n")
+
+
 # -- the watchdog process itself ------------------------------------------------------
 
 

@@ -73,6 +73,10 @@ def serve(
     http_public: Annotated[
         bool, typer.Option("--http-public", help="Allow --http on a non-loopback address")
     ] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Place agents on a Ray cluster: HOST:PORT, auto, or local"),
+    ] = None,
 ) -> None:
     """Run the coordinator in the foreground until SIGINT/SIGTERM or `ziggie stop`."""
     settings = load_settings(
@@ -83,7 +87,15 @@ def serve(
         polling=polling,
         http=http,
         http_public=http_public or None,
+        ray=ray,
     )
+    if settings.ray is not None:
+        from supervisor.coordinator import check_ray
+
+        try:
+            check_ray(settings)
+        except ValueError as exc:
+            fail(str(exc), USAGE)
     if settings.http is not None:
         try:
             check_http(settings)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import time
 
-from actors import ProcessHandle
 from supervisor import Runtime
 from supervisor.protocol import AgentSpec
 
@@ -23,12 +22,17 @@ def inherit_from_parent(
     rt: Runtime, journal: Journal, spec: AgentSpec, parent_agent: str
 ) -> AgentSpec:
     """*spec*, with a deadline at its parent's remaining time if it asked for none."""
-    if "timeout_seconds" in spec.model_fields_set or parent_agent not in rt:
+    if "timeout_seconds" in spec.model_fields_set:
         return spec
-    handle = rt.whereis(parent_agent)
     row = journal.agent(parent_agent)
-    if not isinstance(handle, ProcessHandle) or row is None:
+    if row is None:
+        return spec
+    handle = rt.whereis(parent_agent) if parent_agent in rt else None
+    # A placed agent's handle has a start time too; an agent running inside a placed
+    # one's host (issue 14) has only its journal row, kept by the events it sends home.
+    started = getattr(handle, "started_at", None) if handle is not None else row["started_at"]
+    if started is None or (handle is None and row["state"] != "running"):
         return spec
     parent = AgentSpec.model_validate(row["spec"])
-    remaining = handle.started_at + parent.timeout_seconds - time.time()
+    remaining = started + parent.timeout_seconds - time.time()
     return spec.model_copy(update={"timeout_seconds": max(1, math.floor(remaining))})

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from actors import ProcessHandle, process_start_time
 from supervisor import ChildState
 
+from ._placed import node_fields
+from ._ray import RemoteHandle
 from ._states import AgentState
 
 if TYPE_CHECKING:
@@ -62,6 +64,12 @@ def agent_detail(
             detail["stops"] = f"cgroup2 {cgroup.path}" if cgroup else "process group + sweep"
             if handle.supervisor is not None:  # a running agent: its live children
                 detail["children"] = [c.id for c in handle.supervisor.which_children()]
+        elif isinstance(handle, RemoteHandle) and info.state is ChildState.RUNNING:
+            detail["state"] = AgentState.RUNNING
+            detail["pid"] = handle.pid
+            detail["uptime"] = round(time.time() - handle.started_at, 3)
+            detail["host_pid"] = handle.host_pid
+    detail.update(node_fields(service, agent_id))
     return detail
 
 
@@ -78,7 +86,8 @@ def on_event(service: AgentService, event: str, fields: dict[str, Any]) -> None:
         service.journal.update_agent(
             agent_id,
             pid=pid,
-            pid_start=process_start_time(pid),
+            # A pid on another node says nothing of this host's processes (issue 14).
+            pid_start=None if "node" in fields else process_start_time(pid),
             log=fields.get("log"),
             incarnation=fields.get("incarnation", 0),
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.to_thread
 from anyio.abc import TaskStatus
 
 from actors import become_subreaper, stop_mechanism
@@ -66,6 +67,11 @@ class Coordinator:
                 ) from exc
             self.http = HttpTransport(self.service, settings.http, public=settings.http_public)
             self.service.agent_env.append(self.http.agent_env)
+        if settings.ray is not None:
+            from ._ray import RayEngine, import_ray
+
+            import_ray()  # refused at once, with the extra to install, without Ray
+            self.service.ray = RayEngine(settings.ray, token=self.service.token)
 
     @property
     def url(self) -> str | None:
@@ -82,6 +88,11 @@ class Coordinator:
         try:
             with service.rt.events.listen(service.on_event):
                 try:
+                    if service.ray is not None:  # a head starts in seconds: off the loop
+                        await anyio.to_thread.run_sync(service.ray.connect)
+                        service.rt.events.emit(
+                            "ray_connected", address=service.ray.cluster, asked=service.ray.address
+                        )
                     await recover_agents(service)
                     async with anyio.create_task_group() as tg:
                         if self.http is not None:
@@ -93,11 +104,14 @@ class Coordinator:
                             home=str(service.home.root),
                             url=self.url,
                             stops=stop_mechanism(),  # cgroup2, or the /proc sweep (issue 15)
+                            ray=service.ray.cluster if service.ray else None,
                         )
                         task_status.started()
                 finally:
                     with anyio.CancelScope(shield=True):
                         await service.shutdown()
+                        if service.ray is not None:
+                            await anyio.to_thread.run_sync(service.ray.close)
         finally:
             service.close()
 
@@ -116,6 +130,14 @@ def check_http(settings: Settings) -> None:
             f"the HTTP API needs the 'http' extra: pip install 'ziggie[http]' ({exc.name})"
         ) from exc
     parse_bind(settings.http, public=settings.http_public)
+
+
+def check_ray(settings: Settings) -> None:
+    """Refuse, before anything starts, a ``ray`` setting without the extra installed."""
+    if settings.ray is not None:
+        from ._ray import import_ray
+
+        import_ray()
 
 
 @asynccontextmanager

@@ -19,6 +19,7 @@ from actors import ProcessHandle, new_token, token
 from supervisor import (
     ChildSpec,
     ChildState,
+    Restart,
     Runtime,
     StartError,
     Supervisor,
@@ -27,13 +28,14 @@ from supervisor import (
     describe,
     is_valid_id,
 )
-from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse
+from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
 
-from . import _nesting, _record
+from . import _nesting, _placed, _record
 from ._agents import AgentHome, AgentRefused, agent_child_spec, contained_spec
 from ._defaults import inherit_from_parent
 from ._housekeeping import prune_request
 from ._journal import Journal
+from ._ray import RayEngine, RemoteHandle
 from ._replies import cause, not_found, reply, wrapper_id
 from ._runners import Runner, default_runners
 from ._settings import Settings
@@ -85,6 +87,10 @@ class AgentService:
         #: Each top-level agent's own supervisor (issue 10, item 1): wrapper id -> agent.
         self._wrappers: dict[str, str] = {}
         self._closing = False
+        #: The Ray cluster placed agents go to (issue 14; set by the coordinator), and the
+        #: latest host of each placed agent.
+        self.ray: RayEngine | None = None
+        self.hosts: dict[str, RemoteHandle] = {}
         #: How the previous coordinator of this home ended (issue 10, items 6 and 12).
         self.previous_run = self.journal.begin_run()
 
@@ -185,6 +191,9 @@ class AgentService:
                     request, "failed", spec.id, "Deployment refused", error=str(exc), code="refused"
                 )
             try:
+                if isinstance(supervisor, RemoteHandle):  # a child of a placed agent
+                    return await self._deploy_remote(request, supervisor, spec)
+                assert child is not None
                 handle = await self._start(supervisor, child, spec)
             except (StartError, SupervisorError) as exc:
                 self.journal.update_agent(spec.id, state=AgentState.FAILED, reason=cause(exc))
@@ -205,6 +214,25 @@ class AgentService:
             f"Agent {spec.name} deployed successfully",
             pid=handle.pid,
             output_log=str(handle.log_path),
+        )
+
+    async def _deploy_remote(
+        self, request: DeploymentRequest, host: RemoteHandle, spec: AgentSpec
+    ) -> DeploymentResponse:
+        env = self._agent_env(spec)
+        info = await _placed.deploy_remote(host, spec, request.parent_agent, env)
+        if "error" in info:
+            self.journal.update_agent(spec.id, state=AgentState.FAILED, reason=info["error"])
+            title = "Deployment refused" if info["code"] == "refused" else "Deployment failed"
+            return reply(request, "failed", spec.id, title, error=info["error"], code=info["code"])
+        return reply(
+            request,
+            "deployed",
+            spec.id,
+            f"Agent {spec.name} deployed successfully on {host.node}",
+            pid=info["pid"],
+            output_log=info.get("log"),
+            agent={"node": host.node, "host": host.agent_id},
         )
 
     def status(self, request: DeploymentRequest) -> DeploymentResponse:
@@ -229,6 +257,9 @@ class AgentService:
         assert agent_id is not None
         wrapper = wrapper_id(agent_id)
         ours = self._wrappers.get(wrapper) == agent_id and wrapper in self.rt
+        host = _placed.host_of(self, agent_id)
+        if host is not None and agent_id not in self.rt:  # it runs in a placed agent's host
+            return await self._terminate_remote(request, host, agent_id)
         # An agent waiting out its restart backoff is not running, yet still supervised:
         # terminating it ends its own supervisor, so it is not started again (item 1).
         if not ours and (
@@ -257,16 +288,48 @@ class AgentService:
                 ended_at=time.time(),
             )
         stop = handle.last_stop if isinstance(handle, ProcessHandle) else None
+        remote = handle.last_stop if isinstance(handle, RemoteHandle) else None
         return reply(
             request,
             "terminated",
             agent_id,
             "Agent terminated successfully",
-            pid=handle.pid if isinstance(handle, ProcessHandle) else None,
+            pid=handle.pid if isinstance(handle, ProcessHandle | RemoteHandle) else None,
             agent={
                 "state": AgentState.TERMINATED,
-                "killed": stop.killed if stop else [],
-                "stop_seconds": round(stop.seconds, 4) if stop else None,
+                "killed": stop.killed if stop else (remote or {}).get("killed", []),
+                "stop_seconds": round(stop.seconds, 4) if stop else (remote or {}).get("seconds"),
+                **_placed.node_fields(self, agent_id),
+            },
+        )
+
+    async def _terminate_remote(
+        self, request: DeploymentRequest, host: RemoteHandle, agent_id: str
+    ) -> DeploymentResponse:
+        result = await host.call("stop", agent_id)
+        if "error" in result:
+            return reply(
+                request,
+                "failed",
+                agent_id,
+                "Agent is not running",
+                error=result["error"],
+                code="not_running",
+            )
+        self.journal.update_agent(
+            agent_id, state=AgentState.TERMINATED, outcome="shutdown", ended_at=time.time()
+        )
+        return reply(
+            request,
+            "terminated",
+            agent_id,
+            "Agent terminated successfully",
+            pid=result.get("pid"),
+            agent={
+                "state": AgentState.TERMINATED,
+                "killed": result["killed"],
+                "stop_seconds": result["seconds"],
+                "node": host.node,
             },
         )
 
@@ -274,6 +337,19 @@ class AgentService:
         agent_id = request.target_agent_id
         assert agent_id is not None
         try:
+            host = _placed.host_of(self, agent_id)
+            if host is not None and agent_id not in self.rt:
+                info = await host.call("restart", agent_id)
+                if "error" in info:
+                    raise AgentRefused(info["error"])
+                return reply(
+                    request,
+                    "deployed",
+                    agent_id,
+                    "Agent restarted",
+                    pid=info["pid"],
+                    output_log=info.get("log"),
+                )
             if agent_id in self.rt:
                 handle = await self.rt.restart(agent_id)
             elif agent_id in self._placing:
@@ -311,7 +387,7 @@ class AgentService:
             agent={"tree": self.rt.tree()},
         )
 
-    async def redeploy(self, agent_id: str) -> ProcessHandle | None:
+    async def redeploy(self, agent_id: str) -> ProcessHandle | RemoteHandle | None:
         """Start a known but no longer supervised agent again, under its parent."""
         row = self.journal.agent(agent_id)
         if row is None:
@@ -320,7 +396,9 @@ class AgentService:
         self._placing.add(agent_id)
         try:
             supervisor, child = self._prepare(spec, row["parent_id"] or "Ziggie", row["request_id"])
-            handle: ProcessHandle = await self._start(supervisor, child, spec)
+            if isinstance(supervisor, RemoteHandle) or child is None:
+                raise AgentRefused(f"{agent_id!r} runs in a placed agent: restart that agent")
+            handle: ProcessHandle | RemoteHandle = await self._start(supervisor, child, spec)
             return handle
         finally:
             self._placing.discard(agent_id)
@@ -344,35 +422,57 @@ class AgentService:
         await supervisor.start_child(wrapper)
         return self.rt.whereis(spec.id)
 
+    def _agent_env(self, spec: AgentSpec) -> dict[str, str]:
+        return {k: v for provide in self.agent_env for k, v in provide(spec).items()}
+
     def _prepare(
         self, spec: AgentSpec, parent_agent: str, request_id: str | None
-    ) -> tuple[Supervisor, ChildSpec]:
-        """Check *spec* under its parent, write its definition, record it in the journal."""
+    ) -> tuple[Supervisor | RemoteHandle, ChildSpec | None]:
+        """Check *spec* under its parent, write its definition, record it in the journal.
+
+        Under a placed agent, the host builds and checks the child (None here).
+        """
         supervisor, parent_id = self._placement(parent_agent, spec)
-        child = agent_child_spec(
-            spec,
-            self.home,
-            self.runners,
-            parent_id=parent_id,
-            default_runner=self.settings.default_runner,
-            log_max_bytes=self.settings.log_max_bytes,
-            extra_env={k: v for provide in self.agent_env for k, v in provide(spec).items()},
-            token=self.token,
-            limits_best_effort=self.settings.limits_best_effort,
-        )
+        child: ChildSpec | None = None
+        if isinstance(spec.placement, RayPlacement) and not isinstance(supervisor, RemoteHandle):
+            child = _placed.placed_child(self, spec, parent_id, self._agent_env(spec))
+        elif not isinstance(supervisor, RemoteHandle):
+            child = agent_child_spec(
+                spec,
+                self.home,
+                self.runners,
+                parent_id=parent_id,
+                default_runner=self.settings.default_runner,
+                log_max_bytes=self.settings.log_max_bytes,
+                extra_env=self._agent_env(spec),
+                token=self.token,
+                limits_best_effort=self.settings.limits_best_effort,
+            )
         self.journal.add_agent(
             spec.id,
             spec.model_dump_json(),
             parent_id=parent_id,
             level=spec.level,
             request_id=request_id,
-            restart=str(child.restart),
+            restart=str(child.restart if child else spec.restart or Restart.TEMPORARY),
         )
         return supervisor, child
 
-    def _placement(self, parent_agent: str, spec: AgentSpec) -> tuple[Supervisor, str | None]:
-        """The supervisor a deploy goes under, and its parent agent id (None: top level)."""
+    def _placement(
+        self, parent_agent: str, spec: AgentSpec
+    ) -> tuple[Supervisor | RemoteHandle, str | None]:
+        """The supervisor a deploy goes under (or the host that runs its parent), and its
+        parent agent id (None: top level)."""
         parent_handle = self.rt.whereis(parent_agent) if parent_agent in self.rt else None
+        host = _placed.host_of(self, parent_agent)
+        if host is not None:
+            parent_row = self.journal.agent(parent_agent)
+            if parent_row is None:
+                raise AgentRefused(f"parent_agent: {parent_agent!r} is not an agent of ours")
+            parent_spec = AgentSpec.model_validate(parent_row["spec"])
+            left = _placed.remaining(self, parent_agent, parent_spec)
+            _nesting.check_child(parent_spec, spec, parent_remaining=left)
+            return host, parent_agent
         if isinstance(parent_handle, ProcessHandle):
             parent_row = self.journal.agent(parent_agent)
             if parent_row is None:

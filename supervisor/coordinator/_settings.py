@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     http_max_body: int = Field(default=2**20, ge=1024, description="Request body cap (bytes)")
     http_read_timeout: float = Field(default=30.0, ge=0, description="Idle read cut-off (s)")
     event_retention: int = Field(default=100_000, ge=100, description="Events kept for resume")
+    # -- placement on a Ray cluster (issue 14) --
+    ray: str | None = Field(
+        default=None, description="Ray cluster for placed agents: HOST:PORT, auto, or local"
+    )
+    ray_start_timeout: float = Field(
+        default=60.0, gt=0, description="Longest wait for a placed agent's host to start"
+    )
     # -- issue 10 (containment) --
     agent_max_restarts: int = Field(default=5, ge=0, description="Per-agent restart limit")
     agent_max_seconds: float = Field(default=60.0, gt=0, description="...within seconds")

@@ -33,6 +33,7 @@ from ._schemas import (
     ErrorCode,
     Level,
     Limits,
+    RayPlacement,
     Status,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "ErrorCode",
     "Level",
     "Limits",
+    "RayPlacement",
     "Status",
     "Watcher",
     "coordinator_serves",

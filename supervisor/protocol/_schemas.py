@@ -212,6 +212,22 @@ class Limits(_Model):
         return out
 
 
+class RayPlacement(_Model):
+    """Where a placed agent runs (issue 14): a Ray actor hosting it and its subtree."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["ray"] = Field(description="The placement engine")
+    resources: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description='Ray resources of the host actor: {"CPU": 1}'
+    )
+    node: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9.:_-]{1,128}$",
+        description="A node id (56 hex digits) or a node's IP address",
+    )
+
+
 class AgentSpec(_Model):
     """Agent deployment specification (the seed's fields, plus optional new ones)."""
 
@@ -252,6 +268,10 @@ class AgentSpec(_Model):
         description='cgroup v2 limits: {"memory": "512M", "cpu": 0.5, "pids": 256}',
     )
     backoff_max: StrictFloat | None = Field(default=None, ge=0, description="Backoff ceiling")
+    placement: Literal["local"] | RayPlacement = Field(
+        default="local",
+        description='"local", or {"engine": "ray", "resources": {...}, "node": "..."}',
+    )
 
     @field_validator("env")
     @classmethod

@@ -1,0 +1,207 @@
+"""Ray as a placement engine: connect (or start a private loopback head), host actors,
+and await Ray's futures from trio or asyncio without a thread per pending call.
+
+Measured here (``notes/ray.md``): a head binds every interface unless
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; ``ray.init()`` with no address may silently
+join someone else's cluster; ``ray stop`` kills every Ray process of the user. So a
+private head is ``address="local"`` on 127.0.0.1, and we stop only what we started: its
+processes carry a token of ours, swept at close and, should the coordinator die, by
+the runtime's watchdog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import psutil
+
+from actors import TOKEN_VAR, in_family, new_token, watch_token
+from supervisor import ZiggieError
+
+#: Set before a head starts: loopback only, no usage report, and an explicit auth mode.
+SAFE_ENV: Mapping[str, str] = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+_NODE_ID = re.compile(r"[0-9a-f]{56}")
+
+
+class RayUnavailable(ZiggieError, ValueError):
+    """A Ray placement was asked for, but Ray is not installed or not connected."""
+
+
+class PlacementRefused(ZiggieError, ValueError):
+    """No node of the cluster could ever satisfy the placement."""
+
+
+def import_ray() -> Any:
+    """Ray, imported with the safe environment (Ray reads some of it at import time)."""
+    for name, value in SAFE_ENV.items():
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayUnavailable(
+            "Ray placement needs the 'ray' extra: pip install 'ziggie[ray]'"
+            f" ({exc.name} is missing)"
+        ) from exc
+    return ray
+
+
+class RayEngine:
+    """One coordinator's use of a Ray cluster: *address* is ``local`` (a private head,
+    stopped at :meth:`close`) or a cluster's address (``HOST:PORT`` or ``auto``)."""
+
+    def __init__(self, address: str, *, token: str) -> None:
+        self.address = address
+        self.token = token
+        self._head_token: str | None = None
+        self._connected_here = False
+        self.ray: Any = None
+        self.cluster: str | None = None  #: the GCS address we are connected to
+
+    # -- lifetime --------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect, or start the private head (blocking: run it in a worker thread)."""
+        ray = import_ray()
+        self.ray = ray
+        if ray.is_initialized():  # an embedding program connected already: share it
+            self.cluster = ray.get_runtime_context().gcs_address
+            return
+        if self.address == "local":
+            self._start_head(ray)
+        else:
+            ray.init(
+                address=self.address,
+                log_to_driver=False,
+                configure_logging=False,
+                namespace="ziggie",
+            )
+        self._connected_here = True
+        self.cluster = ray.get_runtime_context().gcs_address
+
+    def _start_head(self, ray: Any) -> None:
+        # Every process of the head inherits this token: our watchdog kills them all if
+        # we die (kill -9 leaves Ray's agents running for a minute otherwise), and close()
+        # sweeps what ray.shutdown() leaves.
+        self._head_token = new_token(self.token)
+        watch_token(self._head_token)
+        saved = os.environ.get(TOKEN_VAR)
+        os.environ[TOKEN_VAR] = self._head_token
+        try:
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=False,
+                configure_logging=False,
+                namespace="ziggie",
+            )
+        finally:
+            if saved is None:
+                os.environ.pop(TOKEN_VAR, None)
+            else:
+                os.environ[TOKEN_VAR] = saved
+
+    def close(self) -> None:
+        """Disconnect; a private head is shut down and its processes swept."""
+        if self._connected_here and self.ray is not None:
+            self.ray.shutdown()
+            self._connected_here = False
+        if self._head_token is not None:
+            sweep(self._head_token)
+            self._head_token = None
+
+    # -- placing host actors ---------------------------------------------------------
+
+    def options(self, resources: Mapping[str, float], node: str | None) -> dict[str, Any]:
+        """Actor options for a placement; refused at once if no node could ever host it."""
+        res = dict(resources)
+        opts: dict[str, Any] = {
+            "max_restarts": 0,  # restarts are the coordinator's policy, never Ray's
+            "max_concurrency": 64,
+            "num_cpus": res.pop("CPU", 0),
+            "num_gpus": res.pop("GPU", 0),
+        }
+        if node is not None:
+            if _NODE_ID.fullmatch(node):
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+            else:
+                res[f"node:{node}"] = 0.001
+        if res:
+            opts["resources"] = res
+        self._check_feasible(opts, node)
+        return opts
+
+    def _check_feasible(self, opts: Mapping[str, Any], node: str | None) -> None:
+        wanted = {"CPU": opts["num_cpus"], "GPU": opts["num_gpus"], **opts.get("resources", {})}
+        wanted = {k: v for k, v in wanted.items() if v}
+        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        if node is not None and _NODE_ID.fullmatch(node):
+            nodes = [n for n in nodes if n.get("NodeID") == node]
+            if not nodes:
+                raise PlacementRefused(f"placement.node: no live node {node!r} in the cluster")
+        for n in nodes:
+            have = n.get("Resources", {})
+            if all(have.get(k, 0) >= v for k, v in wanted.items()):
+                return
+        raise PlacementRefused(
+            f"placement: no node of the cluster has {wanted}"
+            f" (nodes: {[n.get('NodeManagerAddress') for n in nodes]})"
+        )
+
+    def host(self, opts: Mapping[str, Any], *args: Any) -> Any:
+        """A new host actor (owned by this driver: it dies with the coordinator)."""
+        from ._host import AgentHost
+
+        cls = self.ray.remote(AgentHost)
+        return cls.options(**opts).remote(*args)
+
+    def kill(self, actor: Any) -> None:
+        with contextlib.suppress(Exception):  # already dead: nothing to do
+            self.ray.kill(actor, no_restart=True)
+
+    async def call(self, ref: Any) -> Any:
+        """Await an ``ObjectRef`` from trio or asyncio; cancelling stops only the wait."""
+        future = ref.future()
+        done = anyio.Event()
+        token = anyio.lowlevel.current_token()
+        loop_thread = threading.get_ident()
+
+        def wake(_: object) -> None:
+            if threading.get_ident() == loop_thread:
+                done.set()
+                return
+            with contextlib.suppress(RuntimeError):  # the loop has ended: nobody waits
+                anyio.from_thread.run_sync(done.set, token=token)
+
+        future.add_done_callback(wake)
+        await done.wait()
+        return future.result()
+
+
+def sweep(tok: str) -> list[int]:
+    """SIGKILL every process carrying token *tok* (what ray.shutdown left of a head)."""
+    killed = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if in_family(proc.environ().get(TOKEN_VAR), tok) and proc.pid != os.getpid():
+                proc.send_signal(signal.SIGKILL)
+                killed.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return killed

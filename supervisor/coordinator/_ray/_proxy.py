@@ -1,0 +1,169 @@
+"""The near side of a placement: a supervised node whose body is a remote agent.
+
+Supervision stays local: the proxy carries the agent's restart type, deadline and
+shutdown, and its supervisor applies the agent's intensity, exactly as for a local
+agent. Each incarnation gets a fresh host actor (Ray's own restarts are off), so a dead
+actor or node is one abnormal exit, seen at once by the pending ``wait`` call. The
+remote runtime's events are pumped back into the coordinator's, with the node.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from supervisor import ChildContext, ChildSpec, Restart, Shutdown, ZiggieError
+
+from ._engine import RayEngine
+
+#: A stop of the remote tree is bounded by its own grace; this covers the calls around it.
+_STOP_MARGIN = 30.0
+#: How long one long poll for remote events waits before asking again.
+_POLL_SECONDS = 5.0
+
+
+class RemoteExit(ZiggieError):
+    """A placed agent ended abnormally, or its host actor (or node) died."""
+
+
+@dataclass(slots=True)
+class RemoteHandle:
+    """What a running placed agent reports (its proxy's ``started()`` value)."""
+
+    agent_id: str
+    pid: int
+    node: str  #: the node's address
+    node_id: str
+    host_pid: int  #: the Ray worker hosting the agent's runtime
+    log_path: str | None
+    started_at: float
+    actor: Any = field(repr=False)
+    engine: RayEngine = field(repr=False)
+    #: Ids of agents started in this host's runtime, under the placed agent.
+    remote: set[str] = field(default_factory=set)
+    last_stop: dict[str, Any] | None = None
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """Call the host actor; its death is a :class:`RemoteExit`."""
+        ray = self.engine.ray
+        try:
+            return await self.engine.call(getattr(self.actor, method).remote(*args))
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            raise RemoteExit(f"the host of {self.agent_id!r} on {self.node} died") from exc
+
+
+def placed_spec(
+    spec_json: str,
+    agent_id: str,
+    engine: RayEngine,
+    actor_options: Mapping[str, Any],
+    host_args: tuple[Any, ...],
+    *,
+    parent_id: str | None,
+    env: Mapping[str, str],
+    restart: Restart,
+    shutdown: Shutdown,
+    timeout: float | None,
+    start_timeout: float,
+    level: str,
+    meta: Mapping[str, Any],
+    on_start: Callable[[RemoteHandle], None] | None = None,
+) -> ChildSpec:
+    """A child spec whose incarnations run the agent in a new host actor each."""
+
+    async def start(ctx: ChildContext) -> None:
+        ray = engine.ray
+        actor = engine.host(actor_options, *host_args)
+        handle: RemoteHandle | None = None
+        ended: dict[str, Any] | None = None
+        seen = [0]
+        try:
+            try:
+                with anyio.fail_after(start_timeout):
+                    where = await engine.call(actor.node.remote())
+                    info = await engine.call(actor.start.remote(spec_json, parent_id, dict(env)))
+            except TimeoutError:
+                raise RemoteExit(
+                    f"no node took {agent_id!r} within {start_timeout} s (is the cluster busy?)"
+                ) from None
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                raise RemoteExit(f"the host of {agent_id!r} died while starting") from exc
+            if "error" in info:
+                raise RemoteExit(info["error"])
+            handle = RemoteHandle(
+                agent_id=agent_id,
+                pid=info["pid"],
+                node=where["node"],
+                node_id=where["node_id"],
+                host_pid=where["host_pid"],
+                log_path=info.get("log"),
+                started_at=info.get("started_at") or time.time(),
+                actor=actor,
+                engine=engine,
+            )
+            if on_start is not None:
+                on_start(handle)
+            ctx.emit("placed", node=handle.node, node_id=handle.node_id, host_pid=handle.host_pid)
+            ctx.started(handle)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_pump, ctx, handle, seen)
+                ended = await handle.call("wait")
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _finish(ctx, engine, actor, handle, ended, seen, shutdown)
+        assert ended is not None
+        if ended["outcome"] != "normal":
+            raise RemoteExit(ended.get("reason") or "the agent exited abnormally")
+
+    return ChildSpec(
+        id=agent_id,
+        start=start,
+        restart=restart,
+        shutdown=shutdown,
+        timeout=timeout,
+        level=level,
+        meta={**meta, "placement": "ray"},
+    )
+
+
+async def _finish(
+    ctx: ChildContext,
+    engine: RayEngine,
+    actor: Any,
+    handle: RemoteHandle | None,
+    ended: dict[str, Any] | None,
+    seen: list[int],
+    shutdown: Shutdown,
+) -> None:
+    """Stop the remote tree unless it ended, bring its last events home, end the actor."""
+    if handle is not None:
+        with anyio.move_on_after(shutdown.grace + _STOP_MARGIN):
+            try:
+                if ended is None:
+                    handle.last_stop = await handle.call("stop")
+                await _drain(ctx, handle, seen, 0.0)
+            except RemoteExit:
+                pass  # the host is gone: its processes went with it (and its watchdog)
+    engine.kill(actor)
+
+
+async def _pump(ctx: ChildContext, handle: RemoteHandle, seen: list[int]) -> None:
+    while True:
+        await _drain(ctx, handle, seen, _POLL_SECONDS)
+
+
+async def _drain(ctx: ChildContext, handle: RemoteHandle, seen: list[int], wait: float) -> None:
+    """Re-emit the host's events after ``seen[0]`` in the coordinator, with the node."""
+    batch = await handle.call("events", seen[0], wait)
+    emit = ctx.runtime.events.emit
+    for seq, event, fields in batch:
+        seen[0] = seq
+        agent = fields.get("agent_id")
+        if agent is not None and agent != handle.agent_id:
+            handle.remote.add(agent)
+        emit(event, **{**fields, "node": handle.node, "host": handle.agent_id})
