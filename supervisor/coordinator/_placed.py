@@ -48,7 +48,7 @@ def placed_child(
         spec.id,
         engine,
         options,
-        (str(service.home.root), service.token, s.default_runner, s.log_max_bytes),
+        (str(service.home.root), service.token, s.default_runner, s.log_max_bytes, s.ray_lease),
         parent_id=parent_id,
         env=env,
         restart=Restart(spec.restart) if spec.restart else Restart.TEMPORARY,

@@ -225,6 +225,10 @@ class AgentService:
             self.journal.update_agent(spec.id, state=AgentState.FAILED, reason=info["error"])
             title = "Deployment refused" if info["code"] == "refused" else "Deployment failed"
             return reply(request, "failed", spec.id, title, error=info["error"], code=info["code"])
+        # Running from now on, for its own deploys too: its events come home only later.
+        self.journal.update_agent(
+            spec.id, state=AgentState.RUNNING, pid=info["pid"], started_at=info["started_at"]
+        )
         return reply(
             request,
             "deployed",
@@ -405,8 +409,16 @@ class AgentService:
 
     # -- placement -------------------------------------------------------------------
 
+    def live(self, agent_id: str) -> bool:
+        """True if *agent_id* runs now: here, or in the host of a placed agent."""
+        if agent_id in self.rt:
+            return self.rt.info(agent_id).state is not ChildState.STOPPED
+        row = self.journal.agent(agent_id) if _placed.host_of(self, agent_id) else None
+        return row is not None and row["state"] == AgentState.RUNNING
+
     def _taken(self, agent_id: str) -> bool:
-        return agent_id in self.rt or agent_id in self._placing or wrapper_id(agent_id) in self.rt
+        taken = agent_id in self.rt or agent_id in self._placing or wrapper_id(agent_id) in self.rt
+        return taken or self.live(agent_id)
 
     async def _start(self, supervisor: Supervisor, child: ChildSpec, spec: AgentSpec) -> Any:
         """Start *child* under *supervisor*; a top-level agent inside its own supervisor.

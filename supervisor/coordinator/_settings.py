@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     ray_start_timeout: float = Field(
         default=60.0, gt=0, description="Longest wait for a placed agent's host to start"
     )
+    ray_lease: float = Field(
+        default=10.0, ge=3, description="A host that hears nothing this long stops its agents"
+    )
     # -- issue 10 (containment) --
     agent_max_restarts: int = Field(default=5, ge=0, description="Per-agent restart limit")
     agent_max_seconds: float = Field(default=60.0, gt=0, description="...within seconds")

@@ -105,8 +105,7 @@ class Api:
     def _live(self, who: Principal) -> None:
         # An agent's token dies with its agent: only a live agent may act.
         assert who.agent_id is not None
-        rt = self.service.rt
-        if who.agent_id not in rt or str(rt.info(who.agent_id).state) == "stopped":
+        if not self.service.live(who.agent_id):
             raise ApiError(403, "Forbidden", f"agent {who.agent_id!r} is not running")
 
     def authorize(self, who: Principal, request: DeploymentRequest) -> None:

@@ -135,16 +135,16 @@ class RayEngine:
             "num_cpus": res.pop("CPU", 0),
             "num_gpus": res.pop("GPU", 0),
         }
-        if node is not None:
-            if _NODE_ID.fullmatch(node):
-                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-            else:
-                res[f"node:{node}"] = 0.001
+        by_id = node is not None and _NODE_ID.fullmatch(node) is not None
+        if node is not None and not by_id:
+            res[f"node:{node}"] = 0.001  # Ray's built-in resource of the node at that address
         if res:
             opts["resources"] = res
         self._check_feasible(opts, node)
+        if by_id:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
         return opts
 
     def _check_feasible(self, opts: Mapping[str, Any], node: str | None) -> None:

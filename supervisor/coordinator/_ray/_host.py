@@ -40,7 +40,9 @@ _KEEP_EVENTS = 10_000
 class AgentHost:
     """A placed agent's runtime (the class Ray makes an actor of)."""
 
-    def __init__(self, home: str, token: str, default_runner: str, log_max_bytes: int) -> None:
+    def __init__(
+        self, home: str, token: str, default_runner: str, log_max_bytes: int, lease: float
+    ) -> None:
         become_subreaper()
         self._home = AgentHome.at(home)
         #: Under the coordinator's token: a test run (or ``ziggie``) still recognises these
@@ -61,6 +63,18 @@ class AgentHost:
         self._thread = threading.Thread(target=trio.run, args=(_main, self), daemon=True)
         self._thread.start()
         self._ready.wait()
+        #: Fate-sharing that needs no help from Ray: the proxy polls for events every few
+        #: seconds; a host that hears nothing for *lease* seconds has lost its coordinator,
+        #: so it stops its agents (children first) and exits.
+        self._lease = lease
+        self._touched = time.monotonic()
+        threading.Thread(target=self._keep_lease, daemon=True).start()
+
+    def _keep_lease(self) -> None:
+        while time.monotonic() - self._touched < self._lease:
+            time.sleep(min(1.0, self._lease / 4))
+        self.close()
+        os._exit(3)
 
     def _record(self, event: str, fields: dict[str, Any]) -> None:
         agent_id = fields.get("agent_id")
@@ -165,7 +179,10 @@ class AgentHost:
         return _described(handle)
 
     def events(self, after: int, timeout: float) -> list[tuple[int, str, dict[str, Any]]]:
-        """The events after *after*, waiting up to *timeout* seconds for one (long poll)."""
+        """The events after *after*, waiting up to *timeout* seconds for one (long poll).
+
+        Each call renews the coordinator's lease on this host."""
+        self._touched = time.monotonic()
         deadline = time.monotonic() + timeout
         with self._changed:
             while self._seq <= after:

@@ -23,7 +23,7 @@ from ._engine import RayEngine
 #: A stop of the remote tree is bounded by its own grace; this covers the calls around it.
 _STOP_MARGIN = 30.0
 #: How long one long poll for remote events waits before asking again.
-_POLL_SECONDS = 5.0
+_POLL_SECONDS = 2.0
 
 
 class RemoteExit(ZiggieError):
