@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[ray]' \
+	  || echo "warning: could not install ray: the Ray placement tests will skip (loudly)"
 	touch $@ $(VENV)/.installed
 
 # The dashboard tests drive Debian's headless Chromium (playwright cannot download one

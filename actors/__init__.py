@@ -12,7 +12,7 @@ from ._process import ProcessExit, ProcessHandle, SpawnError, process_spec
 from ._procfs import Marked, has_marker, marked_processes, process_start_time
 from ._proctree import StopReport
 from ._subreaper import become_subreaper, is_subreaper
-from ._watchdog import TOKEN_VAR, in_family, new_token, token, watch_token
+from ._watchdog import TOKEN_VAR, detach, in_family, new_token, token, watch_token
 
 __all__ = [
     "TOKEN_VAR",
@@ -28,6 +28,7 @@ __all__ = [
     "actor_spec",
     "become_subreaper",
     "cgroup_controllers",
+    "detach",
     "function_spec",
     "has_marker",
     "in_family",

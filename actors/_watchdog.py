@@ -62,19 +62,46 @@ def watchdog_pid() -> int | None:
     return _proc.pid if _proc is not None else None
 
 
+#: Set by :func:`detach`: the watchdog is re-parented away from this process.
+_detached = False
+_broken = False
+
+
+def detach() -> None:
+    """Run this process's watchdog as no child of ours (call it before the first agent,
+    and before becoming a subreaper).
+
+    For a runtime hosted by a supervisor that kills its workers' *children* when a worker
+    dies: Ray's raylet does (``kill_child_processes_on_worker_exit``), and would take the
+    watchdog before its sweep, leaving the agents' ``setsid`` escapees to init (issue 14).
+    """
+    global _detached
+    _detached = True
+    _ensure()  # now: once we are a subreaper, an orphaned watchdog would come back to us
+
+
+def _alive(proc: subprocess.Popen[bytes]) -> bool:
+    # A detached watchdog's launcher exits at once: a broken pipe is what says it died.
+    return not _broken if _detached else proc.poll() is None
+
+
 def _ensure() -> subprocess.Popen[bytes]:
-    global _proc
+    global _proc, _broken
     with _lock:
-        if _proc is None or _proc.poll() is not None:
+        if _proc is None or not _alive(_proc):
             env = {k: v for k, v in os.environ.items() if not k.startswith("ZIGGIE_")}
+            _broken = False
+            mode = ["--detach"] if _detached else []
             _proc = subprocess.Popen(
-                [sys.executable, "-S", os.path.abspath(__file__), token()],
+                [sys.executable, "-S", os.path.abspath(__file__), *mode, token()],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # never inside an agent's group or our own
                 env=env,
             )
+            if _detached:
+                _proc.wait()  # the launcher forks the watchdog and exits at once
             if _cgroups:
                 assert _proc.stdin is not None
                 with contextlib.suppress(BrokenPipeError):
@@ -89,11 +116,14 @@ def _ensure() -> subprocess.Popen[bytes]:
 
 
 def _send(line: str) -> None:
+    global _broken
     proc = _ensure()
     assert proc.stdin is not None
-    with contextlib.suppress(BrokenPipeError):
+    try:
         proc.stdin.write(line.encode())
         proc.stdin.flush()
+    except BrokenPipeError:
+        _broken = True
 
 
 def watch(pgid: int, tok: str | None = None) -> None:
@@ -200,4 +230,9 @@ def _main(tok: str) -> None:  # pragma: no cover - runs in the watchdog process
 
 
 if __name__ == "__main__":  # pragma: no cover
-    _main(sys.argv[1])
+    if sys.argv[1] == "--detach":  # the launcher exits; its child is init's, not ours
+        if os.fork() > 0:
+            os._exit(0)
+        _main(sys.argv[2])
+    else:
+        _main(sys.argv[1])

@@ -21,6 +21,8 @@ import trio.testing
 from actors._watchdog import TOKEN_VAR, in_family, new_token, watchdog_pid
 
 from .loud import LOUD_SKIPS
+from .ray_helpers import _helper_subtrees
+from .ray_helpers import ray_cluster as ray_cluster
 
 #: This test run's token family; set before anything asks for a runtime token.
 _inherited = os.environ.get(TOKEN_VAR)
@@ -57,23 +59,6 @@ def ours(proc: psutil.Process, family: str | None = None) -> bool:
     return "ZIGGIE_AGENT_ID" in env and in_family(env.get(TOKEN_VAR), family or RUN_TOKEN)
 
 
-#: Pids of helpers that outlive single tests by design: the session's Ray head (its
-#: workers start whenever a test places an actor). Their subtrees are not leftovers of a
-#: test, but the agents in them are still checked, by token, as every agent is.
-SESSION_HELPERS: set[int] = set()
-
-
-def _helper_subtrees() -> set[int]:
-    pids: set[int] = set()
-    for pid in SESSION_HELPERS:
-        try:
-            helper = psutil.Process(pid)
-            pids |= {pid, *(p.pid for p in helper.children(recursive=True))}
-        except psutil.Error:
-            continue
-    return pids
-
-
 def leftover_processes(before: set[int]) -> list[psutil.Process]:
     """Our descendants not present before, plus any agent of this run's token family.
 
@@ -82,9 +67,7 @@ def leftover_processes(before: set[int]) -> list[psutil.Process]:
     me = psutil.Process()
     before = before | {watchdog_pid() or -1}
     helpers = _helper_subtrees()
-    found = {
-        p.pid: p for p in me.children(recursive=True) if p.pid not in before | helpers
-    }
+    found = {p.pid: p for p in me.children(recursive=True) if p.pid not in before | helpers}
     for proc in psutil.process_iter(["pid"]):
         if proc.pid != os.getpid() and proc.pid not in before and ours(proc):
             found[proc.pid] = proc

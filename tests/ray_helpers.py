@@ -16,10 +16,25 @@ from actors import TOKEN_VAR, new_token
 from actors._watchdog import in_family
 from supervisor.coordinator._ray import sweep
 
-from .conftest import SESSION_HELPERS
 from .loud import loud_skip
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: Pids of helpers that outlive single tests by design: the session's Ray head (its
+#: workers start whenever a test places an actor). Their subtrees are not leftovers of a
+#: test, but the agents in them are still checked, by token, as every agent is.
+SESSION_HELPERS: set[int] = set()
+
+
+def _helper_subtrees() -> set[int]:
+    pids: set[int] = set()
+    for pid in SESSION_HELPERS:
+        try:
+            helper = psutil.Process(pid)
+            pids |= {pid, *(p.pid for p in helper.children(recursive=True))}
+        except psutil.Error:
+            continue
+    return pids
 
 
 def family_alive(family: str) -> list[int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,13 @@ from supervisor.coordinator._ray import RayEngine
 from .helpers import marked
 from .http_helpers import api, served, spec
 from .queue_helpers import coordinator
-from .ray_helpers import ray_cluster  # noqa: F401 - a fixture
-from .waiting import EventWaits, event_waits
+from .waiting import EventWaits, event_waits, until_files, until_files_sync, until_gone_sync
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ray_cluster")]
 
 #: A process that leaves the agent's group, and one that leaves its parent too.
-ESCAPEES = "setsid sleep 300 & (sleep 300 &) ; exec sleep 300"
+#: Once both are started, it says so with a file ``<agent id>.ready`` in its directory.
+ESCAPEES = 'setsid sleep 300 & (sleep 300 &) ; : > "$ZIGGIE_AGENT_ID.ready"; exec sleep 300'
 
 
 def placed(agent_id: str, home: Path, **extra: Any) -> dict[str, Any]:
@@ -54,8 +53,9 @@ async def _deploy(a: Any, body: dict[str, Any]) -> dict[str, Any]:
 
 async def _until_running_again(waits: EventWaits, agent_id: str, count: int) -> None:
     await waits.until(
-        lambda: sum(1 for n, f in waits.seen if n == "placed" and f["agent_id"] == agent_id)
-        >= count,
+        lambda: (
+            sum(1 for n, f in waits.seen if n == "placed" and f["agent_id"] == agent_id) >= count
+        ),
         timeout=60,
     )
 
@@ -73,14 +73,19 @@ async def test_placed_tree_deploys_over_http_and_terminates_children_first(
         with event_waits(a.rt) as waits:
             await _deploy(a, body)
             st = await _status(a, "l1")
-            assert st["state"] == "running" and st["node"] == "127.0.0.1"
-            assert st["host_pid"] != st["pid"] and st["host"] == "l1"
+            assert st["state"] == "running"
+            assert st["node"] == "127.0.0.1"
+            assert st["host_pid"] != st["pid"]
+            assert st["host"] == "l1"
             for agent in ("l2", "l3-0", "l3-1"):  # remote events come home, with the node
                 seen = await waits.event("spawned", agent, timeout=60)
-                assert seen["node"] == "127.0.0.1" and seen["host"] == "l1"
-            await waits.until(lambda: len(marked(["l3-0", "l3-1"]).get("l3-1", [])) >= 3)
+                assert seen["node"] == "127.0.0.1"
+                assert seen["host"] == "l1"
+            await _ready(tmp_path, "l3-0", "l3-1")
         l3 = await _status(a, "l3-1")
-        assert l3["state"] == "running" and l3["node"] == "127.0.0.1" and l3["parent_id"] == "l2"
+        assert l3["state"] == "running"
+        assert l3["node"] == "127.0.0.1"
+        assert l3["parent_id"] == "l2"
         listed = (await a.client.get("/v1/agents")).json()["agents"]
         assert {x["agent_id"]: x.get("node") for x in listed} == dict.fromkeys(
             ["l1", "l2", "l3-0", "l3-1"], "127.0.0.1"
@@ -125,7 +130,7 @@ async def test_sigkill_of_the_host_is_a_crash_and_escapees_die_with_it(
     async with api(tmp_path, ray=ray_cluster) as a:
         with event_waits(a.rt) as waits:
             await _deploy(a, body)
-            await waits.until(lambda: len(marked(["victim"]).get("victim", [])) >= 3)
+            await _ready(tmp_path, "victim")
             first = await _status(a, "victim")
             old = set(marked(["victim"])["victim"])
             os.kill(first["host_pid"], signal.SIGKILL)
@@ -135,7 +140,8 @@ async def test_sigkill_of_the_host_is_a_crash_and_escapees_die_with_it(
             # The old incarnation's escapees went with their host (its watchdog's sweep).
             await anyio.to_thread.run_sync(_wait_gone, old)
         again = await _status(a, "victim")
-        assert again["state"] == "running" and again["host_pid"] != first["host_pid"]
+        assert again["state"] == "running"
+        assert again["host_pid"] != first["host_pid"]
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
@@ -157,17 +163,44 @@ async def test_placement_refusals_are_clear(tmp_path: Path, ray_cluster: str) ->
     async with coordinator(tmp_path / "local") as (_, coord):  # no --ray
         service = coord.service
         refused = await service.execute(_request(placed("x", tmp_path)))
-        assert refused.code == "refused" and "not connected to a Ray cluster" in refused.error
+        assert refused.code == "refused"
+        assert "not connected to a Ray cluster" in refused.error
     async with api(tmp_path / "remote", ray=ray_cluster) as a:
         body = placed("big", tmp_path, placement={"engine": "ray", "resources": {"GPU": 64}})
         r = await a.client.post("/v1/agents", json={"agent_spec": body})
-        assert r.status_code == 422 and "no node of the cluster has" in r.text
+        assert r.status_code == 422
+        assert "no node of the cluster has" in r.text
         body = placed("nowhere", tmp_path, placement={"engine": "ray", "node": "f" * 56})
         r = await a.client.post("/v1/agents", json={"agent_spec": body})
-        assert r.status_code == 422 and "no live node" in r.text
+        assert r.status_code == 422
+        assert "no live node" in r.text
         bad = placed("bad", tmp_path, placement={"engine": "kubernetes"})
         r = await a.client.post("/v1/agents", json={"agent_spec": bad})
-        assert r.status_code == 422 and "placement" in r.text
+        assert r.status_code == 422
+        assert "placement" in r.text
+
+
+async def _ready(home: Path, *agents: str) -> None:
+    """Until each agent's escapees are up (its ``.ready`` file), then all are counted."""
+    await until_files([home], lambda: all((home / f"{a}.ready").exists() for a in agents), 60)
+    for agent in agents:
+        assert len(marked([agent]).get(agent, [])) >= 3, marked([agent])
+
+
+def _describe(found: dict[str, list[int]]) -> list[str]:
+    out = []
+    for pids in found.values():
+        for pid in pids:
+            try:
+                p = psutil.Process(pid)
+                env = p.environ()
+                out.append(
+                    f"{pid} ppid={p.ppid()} {p.cmdline()} tok={env.get('ZIGGIE_RUNTIME')}"
+                    f" inc={env.get('ZIGGIE_INCARNATION')}"
+                )
+            except psutil.Error:
+                continue
+    return out
 
 
 def _wait_gone(pids: set[int]) -> None:
@@ -197,25 +230,23 @@ def test_coordinator_killed_takes_its_placed_agents_then_recovers(
         auth = {"Authorization": f"Bearer {token}"}
         r = httpx.post(f"{url}/v1/agents", json={"agent_spec": body}, headers=auth, timeout=60)
         assert r.status_code in (200, 201), r.text
-        deadline = time.monotonic() + 30
-        while len(marked(["keeper"]).get("keeper", [])) < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        until_files_sync([tmp_path], lambda: (tmp_path / "keeper.ready").exists(), 60)
+        pids = marked(["keeper"])["keeper"]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        deadline = time.monotonic() + 60
-        while marked(["keeper"]):  # fate-sharing: the actor dies with its owner
-            assert time.monotonic() < deadline, marked(["keeper"])
-            time.sleep(0.1)
+        # Fate-sharing: the host dies with its owner (or its lease runs out), its
+        # watchdog sweeps the escapees.
+        until_gone_sync(pids, 60, "the placed agent's processes")
+    events = tmp_path / "events.jsonl"
+
+    def placed_twice() -> bool:
+        return events.read_text().count('"event": "placed"') >= 2
+
     with served(tmp_path, "--ray", ray_cluster) as (proc, url, token):
+        until_files_sync([tmp_path], placed_twice, 60, "the redeploy after recovery")
         auth = {"Authorization": f"Bearer {token}"}
-        deadline = time.monotonic() + 60
-        while True:
-            agent = httpx.get(f"{url}/v1/agents/keeper", headers=auth, timeout=30).json()["agent"]
-            if agent["state"] == "running" and agent.get("node"):
-                break
-            assert time.monotonic() < deadline, agent
-            time.sleep(0.1)
+        agent = httpx.get(f"{url}/v1/agents/keeper", headers=auth, timeout=30).json()["agent"]
+        assert agent["state"] == "running"
         assert agent["node"] == "127.0.0.1"
     assert marked(["keeper"]) == {}
 
@@ -235,9 +266,9 @@ def test_ray_engine_refuses_without_the_extra_clearly(
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ValueError, match=r"pip install 'ziggie\[ray\]'"):
         RayEngine("local", token="t").connect()
-    with pytest.raises(ValueError, match=r"ziggie\[ray\]"):
-        from supervisor.coordinator import Coordinator
+    from supervisor.coordinator import Coordinator
 
+    with pytest.raises(ValueError, match=r"ziggie\[ray\]"):
         anyio.run(_coordinator_with_ray, Coordinator, Settings(home=tmp_path, ray="local"))
 
 
@@ -246,3 +277,40 @@ async def _coordinator_with_ray(cls: Any, settings: Settings) -> None:
 
     async with open_runtime(events=no_events()) as rt:
         cls(rt, settings)
+
+
+def test_serve_ray_local_starts_a_loopback_head_and_stops_only_it(tmp_path: Path) -> None:
+    """``--ray local``: a private head on 127.0.0.1 only, gone with the coordinator; a
+    placed agent runs on it meanwhile."""
+    body = placed("solo", tmp_path)
+    with served(tmp_path, "--ray", "local") as (proc, url, token):
+        auth = {"Authorization": f"Bearer {token}"}
+        r = httpx.post(f"{url}/v1/agents", json={"agent_spec": body}, headers=auth, timeout=60)
+        assert r.status_code in (200, 201), r.text
+        agent = httpx.get(f"{url}/v1/agents/solo", headers=auth, timeout=30).json()["agent"]
+        assert agent["node"] == "127.0.0.1"
+        head = [p for p in psutil.Process(proc.pid).children(recursive=True) if _is_ray(p)]
+        assert head, "no Ray process under the coordinator"
+        listening = {
+            c.laddr.ip for p in head for c in _connections(p) if c.status == psutil.CONN_LISTEN
+        }
+        assert listening, "the head listens nowhere?"
+        assert listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+    # served() sent SIGTERM and waited: the agent, then the head, are gone.
+    assert marked(["solo"]) == {}
+    for p in head:
+        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE, p
+
+
+def _is_ray(proc: psutil.Process) -> bool:
+    try:
+        return any(w in " ".join(proc.cmdline()) for w in ("gcs_server", "raylet"))
+    except psutil.Error:
+        return False
+
+
+def _connections(proc: psutil.Process) -> list[Any]:
+    try:
+        return list(proc.net_connections(kind="inet"))
+    except psutil.Error:
+        return []

@@ -1,4 +1,5 @@
-"""What a parent agent may deploy: one level down, no wider permissions, no later deadline.
+"""What a parent agent may deploy: one level down, no wider permissions, no later deadline;
+and where the deploy goes (the parent's own supervisor, or the host that runs it).
 
 Violations are refused with a message that names the field; nothing is silently "fixed".
 """
@@ -6,11 +7,20 @@ Violations are refused with a message that names the field; nothing is silently 
 from __future__ import annotations
 
 import math
+import time
+from typing import TYPE_CHECKING
 
+from actors import ProcessHandle
+from supervisor import Supervisor, is_valid_id
 from supervisor.protocol import AgentSpec
 
 from ._agents import AgentRefused
 from ._globs import BadPattern, normalize, within
+from ._placed import host_of
+from ._ray import RemoteHandle
+
+if TYPE_CHECKING:
+    from ._service import AgentService
 
 _NEXT = {"L1": "L2", "L2": "L3"}
 
@@ -84,3 +94,31 @@ def _covered(pattern: str, allowed: list[str]) -> bool:
         return within(pattern, allowed)
     except BadPattern:
         return False  # a parent's own bad pattern grants nothing
+
+
+def placement(
+    service: AgentService, parent_agent: str, spec: AgentSpec
+) -> tuple[Supervisor | RemoteHandle, str | None]:
+    """The supervisor a deploy goes under (or the host that runs its parent, issue 14),
+    and its parent agent id (None: top level), once every rule holds."""
+    handle = service.rt.whereis(parent_agent) if parent_agent in service.rt else None
+    host = host_of(service, parent_agent)
+    if host is not None or isinstance(handle, ProcessHandle):
+        row = service.journal.agent(parent_agent)
+        if row is None:
+            raise AgentRefused(f"parent_agent: {parent_agent!r} is not an agent of ours")
+        parent = AgentSpec.model_validate(row["spec"])
+        started = handle.started_at if handle is not None else row["started_at"]
+        left = None if started is None else started + parent.timeout_seconds - time.time()
+        check_child(parent, spec, parent_remaining=left)
+        if host is not None:
+            return host, parent_agent
+        assert isinstance(handle, ProcessHandle)
+        if handle.supervisor is None:
+            raise AgentRefused(f"parent_agent: {parent_agent!r} cannot have children")
+        return handle.supervisor, parent_agent
+    known = service.journal.agent(parent_agent) if is_valid_id(parent_agent) else None
+    if known is not None:
+        raise AgentRefused(f"parent_agent: {parent_agent!r} is not running")
+    check_top_level(spec, parent_agent)
+    return service.rt.root, None

@@ -12,11 +12,13 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from supervisor import ChildSpec, Restart, Shutdown
-from supervisor.protocol import AgentSpec, RayPlacement
+from supervisor import ChildSpec, ChildState, Restart, Shutdown
+from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
 
 from ._agents import AgentRefused
 from ._ray import PlacementRefused, RemoteHandle, placed_spec
+from ._replies import reply
+from ._states import AgentState
 
 if TYPE_CHECKING:
     from ._service import AgentService
@@ -74,13 +76,6 @@ def host_of(service: AgentService, agent_id: str) -> RemoteHandle | None:
     return None
 
 
-def remaining(service: AgentService, agent_id: str, spec: AgentSpec) -> float | None:
-    """Seconds left of *agent_id*'s deadline, from its recorded start."""
-    row = service.journal.agent(agent_id)
-    started = row.get("started_at") if row else None
-    return None if started is None else started + spec.timeout_seconds - time.time()
-
-
 async def deploy_remote(
     host: RemoteHandle, spec: AgentSpec, parent_id: str, env: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -98,9 +93,88 @@ async def deploy_remote(
     return info
 
 
+def live(service: AgentService, agent_id: str) -> bool:
+    if agent_id in service.rt:
+        return service.rt.info(agent_id).state is not ChildState.STOPPED
+    row = service.journal.agent(agent_id) if host_of(service, agent_id) else None
+    return row is not None and row["state"] == AgentState.RUNNING
+
+
 def node_fields(service: AgentService, agent_id: str) -> dict[str, Any]:
     """Where a placed or remote agent runs (empty for a local one)."""
     host = host_of(service, agent_id)
     if host is None:
         return {}
     return {"node": host.node, "node_id": host.node_id, "host": host.agent_id}
+
+
+async def deploy_request(
+    service: AgentService, request: DeploymentRequest, host: RemoteHandle, spec: AgentSpec
+) -> DeploymentResponse:
+    """Deploy *spec* under its parent, which runs in *host*: the service's answer."""
+    info = await deploy_remote(host, spec, request.parent_agent, service.agent_env_of(spec))
+    if "error" in info:
+        service.journal.update_agent(spec.id, state=AgentState.FAILED, reason=info["error"])
+        title = "Deployment refused" if info["code"] == "refused" else "Deployment failed"
+        return reply(request, "failed", spec.id, title, error=info["error"], code=info["code"])
+    # Running from now on, for its own deploys too: its events come home only later.
+    service.journal.update_agent(
+        spec.id, state=AgentState.RUNNING, pid=info["pid"], started_at=info["started_at"]
+    )
+    return reply(
+        request,
+        "deployed",
+        spec.id,
+        f"Agent {spec.name} deployed successfully on {host.node}",
+        pid=info["pid"],
+        output_log=info.get("log"),
+        agent={"node": host.node, "host": host.agent_id},
+    )
+
+
+async def terminate_request(
+    service: AgentService, request: DeploymentRequest, host: RemoteHandle, agent_id: str
+) -> DeploymentResponse:
+    """Stop *agent_id*, which runs in *host*, its children first, verified empty there."""
+    result = await host.call("stop", agent_id)
+    if "error" in result:
+        return reply(
+            request,
+            "failed",
+            agent_id,
+            "Agent is not running",
+            error=result["error"],
+            code="not_running",
+        )
+    service.journal.update_agent(
+        agent_id, state=AgentState.TERMINATED, outcome="shutdown", ended_at=time.time()
+    )
+    return reply(
+        request,
+        "terminated",
+        agent_id,
+        "Agent terminated successfully",
+        pid=result.get("pid"),
+        agent={
+            "state": AgentState.TERMINATED,
+            "killed": result["killed"],
+            "stop_seconds": result["seconds"],
+            "node": host.node,
+        },
+    )
+
+
+async def restart_request(
+    request: DeploymentRequest, host: RemoteHandle, agent_id: str
+) -> DeploymentResponse:
+    info = await host.call("restart", agent_id)
+    if "error" in info:
+        raise AgentRefused(info["error"])
+    return reply(
+        request,
+        "deployed",
+        agent_id,
+        "Agent restarted",
+        pid=info["pid"],
+        output_log=info.get("log"),
+    )

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from actors import ProcessHandle, process_start_time
 from supervisor import ChildState
+from supervisor.protocol import DeploymentRequest, DeploymentResponse
 
 from ._placed import node_fields
 from ._ray import RemoteHandle
+from ._replies import not_found, reply
 from ._states import AgentState
 
 if TYPE_CHECKING:
@@ -140,4 +142,34 @@ def _gave_up(service: AgentService, fields: dict[str, Any]) -> None:
         exit_code=row.get("exit_code"),
         signal=row.get("signal"),
         restarts=row.get("restarts"),
+    )
+
+
+def status_reply(service: AgentService, request: DeploymentRequest) -> DeploymentResponse:
+    agent_id = request.target_agent_id
+    assert agent_id is not None
+    detail = agent_detail(service, agent_id, with_spec=True)
+    if detail is None:
+        return not_found(request, agent_id)
+    state = AgentState(detail["state"])
+    return reply(
+        request,
+        state.status,
+        agent_id,
+        f"Agent is {state}",
+        pid=detail.get("pid"),
+        output_log=detail.get("log"),
+        agent=detail,
+    )
+
+
+def list_reply(service: AgentService, request: DeploymentRequest) -> DeploymentResponse:
+    agents = [d for row in service.journal.agents() if (d := service.agent_detail(row["agent_id"]))]
+    return reply(
+        request,
+        "completed",
+        "all",
+        f"{len(agents)} agents",
+        agents=agents,
+        agent={"tree": service.rt.tree()},
     )

@@ -26,7 +26,6 @@ from supervisor import (
     SupervisorError,
     ZiggieError,
     describe,
-    is_valid_id,
 )
 from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
 
@@ -192,7 +191,7 @@ class AgentService:
                 )
             try:
                 if isinstance(supervisor, RemoteHandle):  # a child of a placed agent
-                    return await self._deploy_remote(request, supervisor, spec)
+                    return await _placed.deploy_request(self, request, supervisor, spec)
                 assert child is not None
                 handle = await self._start(supervisor, child, spec)
             except (StartError, SupervisorError) as exc:
@@ -216,45 +215,8 @@ class AgentService:
             output_log=str(handle.log_path),
         )
 
-    async def _deploy_remote(
-        self, request: DeploymentRequest, host: RemoteHandle, spec: AgentSpec
-    ) -> DeploymentResponse:
-        env = self._agent_env(spec)
-        info = await _placed.deploy_remote(host, spec, request.parent_agent, env)
-        if "error" in info:
-            self.journal.update_agent(spec.id, state=AgentState.FAILED, reason=info["error"])
-            title = "Deployment refused" if info["code"] == "refused" else "Deployment failed"
-            return reply(request, "failed", spec.id, title, error=info["error"], code=info["code"])
-        # Running from now on, for its own deploys too: its events come home only later.
-        self.journal.update_agent(
-            spec.id, state=AgentState.RUNNING, pid=info["pid"], started_at=info["started_at"]
-        )
-        return reply(
-            request,
-            "deployed",
-            spec.id,
-            f"Agent {spec.name} deployed successfully on {host.node}",
-            pid=info["pid"],
-            output_log=info.get("log"),
-            agent={"node": host.node, "host": host.agent_id},
-        )
-
     def status(self, request: DeploymentRequest) -> DeploymentResponse:
-        agent_id = request.target_agent_id
-        assert agent_id is not None
-        detail = _record.agent_detail(self, agent_id, with_spec=True)
-        if detail is None:
-            return not_found(request, agent_id)
-        state = AgentState(detail["state"])
-        return reply(
-            request,
-            state.status,
-            agent_id,
-            f"Agent is {state}",
-            pid=detail.get("pid"),
-            output_log=detail.get("log"),
-            agent=detail,
-        )
+        return _record.status_reply(self, request)
 
     async def terminate(self, request: DeploymentRequest) -> DeploymentResponse:
         agent_id = request.target_agent_id
@@ -263,7 +225,7 @@ class AgentService:
         ours = self._wrappers.get(wrapper) == agent_id and wrapper in self.rt
         host = _placed.host_of(self, agent_id)
         if host is not None and agent_id not in self.rt:  # it runs in a placed agent's host
-            return await self._terminate_remote(request, host, agent_id)
+            return await _placed.terminate_request(self, request, host, agent_id)
         # An agent waiting out its restart backoff is not running, yet still supervised:
         # terminating it ends its own supervisor, so it is not started again (item 1).
         if not ours and (
@@ -304,36 +266,6 @@ class AgentService:
                 "killed": stop.killed if stop else (remote or {}).get("killed", []),
                 "stop_seconds": round(stop.seconds, 4) if stop else (remote or {}).get("seconds"),
                 **_placed.node_fields(self, agent_id),
-            },
-        )
-
-    async def _terminate_remote(
-        self, request: DeploymentRequest, host: RemoteHandle, agent_id: str
-    ) -> DeploymentResponse:
-        result = await host.call("stop", agent_id)
-        if "error" in result:
-            return reply(
-                request,
-                "failed",
-                agent_id,
-                "Agent is not running",
-                error=result["error"],
-                code="not_running",
-            )
-        self.journal.update_agent(
-            agent_id, state=AgentState.TERMINATED, outcome="shutdown", ended_at=time.time()
-        )
-        return reply(
-            request,
-            "terminated",
-            agent_id,
-            "Agent terminated successfully",
-            pid=result.get("pid"),
-            agent={
-                "state": AgentState.TERMINATED,
-                "killed": result["killed"],
-                "stop_seconds": result["seconds"],
-                "node": host.node,
             },
         )
 
@@ -381,15 +313,7 @@ class AgentService:
         )
 
     def list(self, request: DeploymentRequest) -> DeploymentResponse:
-        agents = [d for row in self.journal.agents() if (d := self.agent_detail(row["agent_id"]))]
-        return reply(
-            request,
-            "completed",
-            "all",
-            f"{len(agents)} agents",
-            agents=agents,
-            agent={"tree": self.rt.tree()},
-        )
+        return _record.list_reply(self, request)
 
     async def redeploy(self, agent_id: str) -> ProcessHandle | RemoteHandle | None:
         """Start a known but no longer supervised agent again, under its parent."""
@@ -409,12 +333,8 @@ class AgentService:
 
     # -- placement -------------------------------------------------------------------
 
-    def live(self, agent_id: str) -> bool:
-        """True if *agent_id* runs now: here, or in the host of a placed agent."""
-        if agent_id in self.rt:
-            return self.rt.info(agent_id).state is not ChildState.STOPPED
-        row = self.journal.agent(agent_id) if _placed.host_of(self, agent_id) else None
-        return row is not None and row["state"] == AgentState.RUNNING
+    def live(self, agent_id: str) -> bool:  # here, or in the host of a placed agent
+        return _placed.live(self, agent_id)
 
     def _taken(self, agent_id: str) -> bool:
         taken = agent_id in self.rt or agent_id in self._placing or wrapper_id(agent_id) in self.rt
@@ -434,20 +354,18 @@ class AgentService:
         await supervisor.start_child(wrapper)
         return self.rt.whereis(spec.id)
 
-    def _agent_env(self, spec: AgentSpec) -> dict[str, str]:
+    def agent_env_of(self, spec: AgentSpec) -> dict[str, str]:
         return {k: v for provide in self.agent_env for k, v in provide(spec).items()}
 
     def _prepare(
         self, spec: AgentSpec, parent_agent: str, request_id: str | None
     ) -> tuple[Supervisor | RemoteHandle, ChildSpec | None]:
-        """Check *spec* under its parent, write its definition, record it in the journal.
-
-        Under a placed agent, the host builds and checks the child (None here).
-        """
-        supervisor, parent_id = self._placement(parent_agent, spec)
+        """Check *spec* under its parent, write its definition, record it in the journal
+        (the child spec is None under a placed agent: its host builds and checks it)."""
+        supervisor, parent_id = _nesting.placement(self, parent_agent, spec)
         child: ChildSpec | None = None
         if isinstance(spec.placement, RayPlacement) and not isinstance(supervisor, RemoteHandle):
-            child = _placed.placed_child(self, spec, parent_id, self._agent_env(spec))
+            child = _placed.placed_child(self, spec, parent_id, self.agent_env_of(spec))
         elif not isinstance(supervisor, RemoteHandle):
             child = agent_child_spec(
                 spec,
@@ -456,7 +374,7 @@ class AgentService:
                 parent_id=parent_id,
                 default_runner=self.settings.default_runner,
                 log_max_bytes=self.settings.log_max_bytes,
-                extra_env=self._agent_env(spec),
+                extra_env=self.agent_env_of(spec),
                 token=self.token,
                 limits_best_effort=self.settings.limits_best_effort,
             )
@@ -469,37 +387,6 @@ class AgentService:
             restart=str(child.restart if child else spec.restart or Restart.TEMPORARY),
         )
         return supervisor, child
-
-    def _placement(
-        self, parent_agent: str, spec: AgentSpec
-    ) -> tuple[Supervisor | RemoteHandle, str | None]:
-        """The supervisor a deploy goes under (or the host that runs its parent), and its
-        parent agent id (None: top level)."""
-        parent_handle = self.rt.whereis(parent_agent) if parent_agent in self.rt else None
-        host = _placed.host_of(self, parent_agent)
-        if host is not None:
-            parent_row = self.journal.agent(parent_agent)
-            if parent_row is None:
-                raise AgentRefused(f"parent_agent: {parent_agent!r} is not an agent of ours")
-            parent_spec = AgentSpec.model_validate(parent_row["spec"])
-            left = _placed.remaining(self, parent_agent, parent_spec)
-            _nesting.check_child(parent_spec, spec, parent_remaining=left)
-            return host, parent_agent
-        if isinstance(parent_handle, ProcessHandle):
-            parent_row = self.journal.agent(parent_agent)
-            if parent_row is None:
-                raise AgentRefused(f"parent_agent: {parent_agent!r} is not an agent of ours")
-            parent_spec = AgentSpec.model_validate(parent_row["spec"])
-            remaining = parent_handle.started_at + parent_spec.timeout_seconds - time.time()
-            _nesting.check_child(parent_spec, spec, parent_remaining=remaining)
-            if parent_handle.supervisor is None:
-                raise AgentRefused(f"parent_agent: {parent_agent!r} cannot have children")
-            return parent_handle.supervisor, parent_agent
-        known = self.journal.agent(parent_agent) if is_valid_id(parent_agent) else None
-        if known is not None:
-            raise AgentRefused(f"parent_agent: {parent_agent!r} is not running")
-        _nesting.check_top_level(spec, parent_agent)
-        return self.rt.root, None
 
     # -- views and the journal's record (see ._record) --------------------------------
 

@@ -141,7 +141,7 @@ class RayEngine:
         if res:
             opts["resources"] = res
         self._check_feasible(opts, node)
-        if by_id:
+        if by_id and node is not None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)

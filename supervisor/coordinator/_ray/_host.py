@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from actors import ProcessHandle, become_subreaper, new_token
+from actors import detach as detach_watchdog
 from supervisor import EventLog, Restart, Runtime, ZiggieError, describe, open_runtime
 from supervisor.protocol import AgentSpec
 
@@ -43,6 +44,9 @@ class AgentHost:
     def __init__(
         self, home: str, token: str, default_runner: str, log_max_bytes: int, lease: float
     ) -> None:
+        # Ray kills a dead worker's children: our watchdog must be none of them, or it dies
+        # before its sweep; and it must be detached before we become a subreaper.
+        detach_watchdog()
         become_subreaper()
         self._home = AgentHome.at(home)
         #: Under the coordinator's token: a test run (or ``ziggie``) still recognises these
