@@ -1,6 +1,6 @@
 """``make bench``: every benchmark table, one after the other."""
 
-from bench import dashboard, filequeue, http, kernel, nesting, process
+from bench import dashboard, filequeue, http, kernel, nesting, process, ray
 
 
 def main() -> None:
@@ -10,6 +10,7 @@ def main() -> None:
     nesting.main()
     http.main()
     dashboard.main()
+    ray.main()
 
 
 if __name__ == "__main__":

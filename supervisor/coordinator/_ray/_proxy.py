@@ -43,7 +43,7 @@ class RemoteHandle:
     started_at: float
     actor: Any = field(repr=False)
     engine: RayEngine = field(repr=False)
-    #: Ids of agents started in this host's runtime, under the placed agent.
+    #: Ids of the live agents in this host's runtime, under the placed agent.
     remote: set[str] = field(default_factory=set)
     last_stop: dict[str, Any] | None = None
 
@@ -142,13 +142,26 @@ async def _finish(
 ) -> None:
     """Stop the remote tree unless it ended, bring its last events home, end the actor."""
     if handle is not None:
+        drained = False
         with anyio.move_on_after(shutdown.grace + _STOP_MARGIN):
             try:
                 if ended is None:
                     handle.last_stop = await handle.call("stop")
                 await _drain(ctx, handle, seen, 0.0)
+                drained = True
             except RemoteExit:
                 pass  # the host is gone: its processes went with it (and its watchdog)
+        if not drained:  # their own last events will never come: say how they ended
+            for agent in sorted(handle.remote):
+                ctx.runtime.events.emit(
+                    "exited",
+                    agent_id=agent,
+                    kind="worker",
+                    outcome="error",
+                    reason=f"its host ({handle.agent_id} on {handle.node}) died",
+                    node=handle.node,
+                    host=handle.agent_id,
+                )
     engine.kill(actor)
 
 
@@ -164,6 +177,9 @@ async def _drain(ctx: ChildContext, handle: RemoteHandle, seen: list[int], wait:
     for seq, event, fields in batch:
         seen[0] = seq
         agent = fields.get("agent_id")
-        if agent is not None and agent != handle.agent_id:
-            handle.remote.add(agent)
+        if agent is not None and agent != handle.agent_id:  # keep the live ones
+            if event in ("exited", "terminated", "timed_out"):
+                handle.remote.discard(agent)
+            elif event in ("spawned", "started"):
+                handle.remote.add(agent)
         emit(event, **{**fields, "node": handle.node, "host": handle.agent_id})
