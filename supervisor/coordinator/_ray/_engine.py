@@ -69,6 +69,8 @@ class RayEngine:
         self._connected_here = False
         self.ray: Any = None
         self.cluster: str | None = None  #: the GCS address we are connected to
+        self._spares: dict[str, Any] = {}  #: a warm host per set of host arguments
+        self._host_class: Any = None
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -117,6 +119,9 @@ class RayEngine:
 
     def close(self) -> None:
         """Disconnect; a private head is shut down and its processes swept."""
+        for spare in self._spares.values():
+            self.kill(spare)
+        self._spares.clear()
         if self._connected_here and self.ray is not None:
             self.ray.shutdown()
             self._connected_here = False
@@ -165,11 +170,23 @@ class RayEngine:
         )
 
     def host(self, opts: Mapping[str, Any], *args: Any) -> Any:
-        """A new host actor (owned by this driver: it dies with the coordinator)."""
-        from ._host import AgentHost
+        """A new host actor (owned by this driver: it dies with the coordinator).
 
-        cls = self.ray.remote(AgentHost)
-        return cls.options(**opts).remote(*args)
+        A placement that holds no resources is served from a spare host started ahead,
+        and the next spare starts at once: a deploy or a restart then skips Ray's cold
+        actor start (0.4-0.7 s here). A placement with resources never idles on them.
+        """
+        if self._host_class is None:  # made once: each ray.remote() exports the class anew
+            from ._host import AgentHost
+
+            self._host_class = self.ray.remote(AgentHost)
+        cls = self._host_class
+        if not _holds_nothing(opts):
+            return cls.options(**opts).remote(*args)
+        key = repr(args)
+        actor = self._spares.pop(key, None) or cls.options(**opts).remote(*args)
+        self._spares[key] = cls.options(**opts).remote(*args)
+        return actor
 
     def kill(self, actor: Any) -> None:
         with contextlib.suppress(Exception):  # already dead: nothing to do
@@ -192,6 +209,15 @@ class RayEngine:
         future.add_done_callback(wake)
         await done.wait()
         return future.result()
+
+
+def _holds_nothing(opts: Mapping[str, Any]) -> bool:
+    return not (
+        opts.get("num_cpus")
+        or opts.get("num_gpus")
+        or opts.get("resources")
+        or "scheduling_strategy" in opts
+    )
 
 
 def sweep(tok: str) -> list[int]:

@@ -70,9 +70,9 @@ class AgentHost:
         #: Fate-sharing that needs no help from Ray: the proxy polls for events every few
         #: seconds; a host that hears nothing for *lease* seconds has lost its coordinator,
         #: so it stops its agents (children first) and exits.
+        #: It starts with the agent: a spare host (see ``RayEngine.host``) waits unleased.
         self._lease = lease
         self._touched = time.monotonic()
-        threading.Thread(target=self._keep_lease, daemon=True).start()
 
     def _keep_lease(self) -> None:
         while time.monotonic() - self._touched < self._lease:
@@ -118,6 +118,8 @@ class AgentHost:
         """Start the placed agent (once per actor); its restarts are the coordinator's."""
         spec = AgentSpec.model_validate_json(spec_json)
         self._agent = spec.id
+        self._touched = time.monotonic()
+        threading.Thread(target=self._keep_lease, daemon=True).start()
         return self._start(spec, parent_id, env, placed=True)
 
     def deploy(self, spec_json: str, parent_id: str, env: dict[str, str]) -> dict[str, Any]:
