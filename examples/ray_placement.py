@@ -55,12 +55,20 @@ async def main(address: str) -> None:
             assert coord.url is not None
             token = (home / "api-token").read_text().strip()
             auth = {"Authorization": f"Bearer {token}"}
+            writer_up = anyio.Event()
+
+            def on_event(event: str, fields: dict[str, object]) -> None:
+                # The remote runtime's events come home, with their node.
+                if event == "started" and fields.get("agent_id") == "writer":
+                    print(f"event from node {fields.get('node')}: writer started")
+                    writer_up.set()
+
             async with httpx.AsyncClient(base_url=coord.url, headers=auth, timeout=60) as api:
-                r = await api.post("/v1/agents", json={"agent_spec": l1})
-                print("deploy:", r.json()["message"])
-                with anyio.fail_after(30):
-                    while (await api.get("/v1/agents/writer")).status_code != 200:
-                        await anyio.sleep(0.1)  # the L1 deploys its L2 as it starts
+                with rt.events.listen(on_event):
+                    r = await api.post("/v1/agents", json={"agent_spec": l1})
+                    print("deploy:", r.json()["message"])
+                    with anyio.fail_after(30):
+                        await writer_up.wait()  # the L1 deploys its L2 as it starts
                 for agent in ("lead", "writer"):
                     a = (await api.get(f"/v1/agents/{agent}")).json()["agent"]
                     print(f"{agent}: {a['state']} on node {a['node']} (pid {a['pid']})")

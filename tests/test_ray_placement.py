@@ -314,3 +314,12 @@ def _connections(proc: psutil.Process) -> list[Any]:
         return list(proc.net_connections(kind="inet"))
     except psutil.Error:
         return []
+
+
+def test_example_ray_placement(ray_cluster: str) -> None:
+    from .test_cli_examples import _run_example
+
+    result = _run_example("-m", "examples.ray_placement", ray_cluster, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "writer: running on node 127.0.0.1" in result.stdout
+    assert "the writer went first" in result.stdout
