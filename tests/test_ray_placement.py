@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +250,13 @@ def test_coordinator_killed_takes_its_placed_agents_then_recovers(
         agent = httpx.get(f"{url}/v1/agents/keeper", headers=auth, timeout=30).json()["agent"]
         assert agent["state"] == "running"
         assert agent["node"] == "127.0.0.1"
+        shown = subprocess.run(
+            [sys.executable, "-m", "supervisor.cli", "status", "keeper", "--home", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "node: 127.0.0.1 (placed, host pid" in shown.stdout, shown
     assert marked(["keeper"]) == {}
 
 

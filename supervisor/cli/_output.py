@@ -71,6 +71,8 @@ def status_lines(agent_id: str, agent: dict[str, Any]) -> list[str]:
     why = ending(agent)
     facts: list[tuple[str, Any]] = [
         ("pid", agent.get("pid")),
+        # A placed agent, or one in a placed agent's host (issue 14): where it runs.
+        ("node", _node(agent)),
         ("parent", agent.get("parent_id")),
         ("children", ", ".join(agent.get("children") or [])),
         ("restarts", agent.get("restarts") or None),
@@ -84,6 +86,17 @@ def status_lines(agent_id: str, agent: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _node(agent: dict[str, Any]) -> str | None:
+    if not agent.get("node"):
+        return None
+    host = agent.get("host")
+    return (
+        f"{agent['node']} (host of {host})"
+        if host and host != agent.get("agent_id")
+        else (f"{agent['node']} (placed, host pid {agent.get('host_pid')})")
+    )
+
+
 def list_line(agent: dict[str, Any], with_usage: bool) -> str:
     state = agent.get("state", "?")
     line = (
@@ -91,6 +104,8 @@ def list_line(agent: dict[str, Any], with_usage: bool) -> str:
         f"[{_COLOUR.get(state, 'dim')}]{state:<10}[/] pid {agent.get('pid') or '-':<8} "
         f"parent {escape(agent.get('parent_id') or '-')}"
     )
+    if agent.get("node"):
+        line += f" on {escape(agent['node'])}"
     extra = usage(agent) if with_usage else ""
     why = ending(agent)
     for part in (extra, why):
@@ -119,6 +134,8 @@ def render(parent: Tree, node: dict[str, Any], with_usage: bool) -> None:
         f"[bold]{escape(node['agent_id'])}[/] {node.get('level')} "
         f"[{_COLOUR.get(state, 'dim')}]{state}[/] pid {node.get('pid') or '-'}"
     )
+    if node.get("node"):
+        label += f" on {escape(node['node'])}"
     if node.get("uptime") is not None and state in LIVE and not with_usage:
         label += f", up {duration(node['uptime'])}"
     if node.get("restarts"):
