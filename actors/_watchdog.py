@@ -124,6 +124,12 @@ def _send(line: str) -> None:
         proc.stdin.flush()
     except BrokenPipeError:
         _broken = True
+        if _detached:  # its launcher is no witness of its death: start it again, resend
+            proc = _ensure()
+            assert proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(line.encode())
+                proc.stdin.flush()
 
 
 def watch(pgid: int, tok: str | None = None) -> None:

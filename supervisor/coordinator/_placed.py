@@ -16,7 +16,7 @@ from supervisor import ChildSpec, ChildState, Restart, Shutdown
 from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
 
 from ._agents import AgentRefused
-from ._ray import PlacementRefused, RemoteHandle, placed_spec
+from ._ray import PlacementRefused, RemoteExit, RemoteHandle, placed_spec
 from ._replies import reply
 from ._states import AgentState
 
@@ -112,15 +112,22 @@ async def deploy_request(
     service: AgentService, request: DeploymentRequest, host: RemoteHandle, spec: AgentSpec
 ) -> DeploymentResponse:
     """Deploy *spec* under its parent, which runs in *host*: the service's answer."""
-    info = await deploy_remote(host, spec, request.parent_agent, service.agent_env_of(spec))
+    try:
+        info = await deploy_remote(host, spec, request.parent_agent, service.agent_env_of(spec))
+    except RemoteExit as exc:
+        host.remote.discard(spec.id)
+        info = {"error": str(exc), "code": "start_failed"}
     if "error" in info:
         service.journal.update_agent(spec.id, state=AgentState.FAILED, reason=info["error"])
         title = "Deployment refused" if info["code"] == "refused" else "Deployment failed"
         return reply(request, "failed", spec.id, title, error=info["error"], code=info["code"])
-    # Running from now on, for its own deploys too: its events come home only later.
-    service.journal.update_agent(
-        spec.id, state=AgentState.RUNNING, pid=info["pid"], started_at=info["started_at"]
-    )
+    # Running from now on, for its own deploys too: its events come home only later
+    # (unless they came already, and said it has ended meanwhile).
+    row = service.journal.agent(spec.id)
+    if row is not None and AgentState(row["state"]).live:
+        service.journal.update_agent(
+            spec.id, state=AgentState.RUNNING, pid=info["pid"], started_at=info["started_at"]
+        )
     return reply(
         request,
         "deployed",
@@ -136,7 +143,10 @@ async def terminate_request(
     service: AgentService, request: DeploymentRequest, host: RemoteHandle, agent_id: str
 ) -> DeploymentResponse:
     """Stop *agent_id*, which runs in *host*, its children first, verified empty there."""
-    result = await host.call("stop", agent_id)
+    try:
+        result = await host.call("stop", agent_id)
+    except RemoteExit as exc:  # its host died: so did it, with every process
+        result = {"error": str(exc)}
     if "error" in result:
         return reply(
             request,

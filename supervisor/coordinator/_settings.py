@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Longest wait for a placed agent's host to start"
     )
     ray_lease: float = Field(
-        default=10.0, ge=3, description="A host that hears nothing this long stops its agents"
+        default=10.0, ge=8, description="A host that hears nothing this long stops its agents"
     )
     # -- issue 10 (containment) --
     agent_max_restarts: int = Field(default=5, ge=0, description="Per-agent restart limit")

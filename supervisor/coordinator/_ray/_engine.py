@@ -15,13 +15,10 @@ import contextlib
 import os
 import re
 import signal
-import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import psutil
 
 from actors import TOKEN_VAR, in_family, new_token, watch_token
@@ -145,7 +142,7 @@ class RayEngine:
             res[f"node:{node}"] = 0.001  # Ray's built-in resource of the node at that address
         if res:
             opts["resources"] = res
-        self._check_feasible(opts, node)
+        self.ensure_feasible(opts, node)
         if by_id and node is not None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -169,7 +166,7 @@ class RayEngine:
             f" (nodes: {[n.get('NodeManagerAddress') for n in nodes]})"
         )
 
-    def host(self, opts: Mapping[str, Any], *args: Any) -> Any:
+    def host(self, opts: Mapping[str, Any], *args: Any, fresh: bool = False) -> Any:
         """A new host actor (owned by this driver: it dies with the coordinator).
 
         A placement that holds no resources is served from a spare host started ahead,
@@ -181,7 +178,7 @@ class RayEngine:
 
             self._host_class = self.ray.remote(AgentHost)
         cls = self._host_class
-        if not _holds_nothing(opts):
+        if fresh or not _holds_nothing(opts):
             return cls.options(**opts).remote(*args)
         key = repr(args)
         actor = self._spares.pop(key, None) or cls.options(**opts).remote(*args)
@@ -193,22 +190,52 @@ class RayEngine:
             self.ray.kill(actor, no_restart=True)
 
     async def call(self, ref: Any) -> Any:
-        """Await an ``ObjectRef`` from trio or asyncio; cancelling stops only the wait."""
+        """Await an ``ObjectRef`` from trio or asyncio; cancelling stops only the wait.
+
+        Ray completes futures on its own I/O thread: the wake-up is *scheduled* on our
+        loop and never waited for there, or that thread would stall (and could deadlock
+        with a ``ray.kill`` our loop makes meanwhile).
+        """
         future = ref.future()
         done = anyio.Event()
-        token = anyio.lowlevel.current_token()
-        loop_thread = threading.get_ident()
-
-        def wake(_: object) -> None:
-            if threading.get_ident() == loop_thread:
-                done.set()
-                return
-            with contextlib.suppress(RuntimeError):  # the loop has ended: nobody waits
-                anyio.from_thread.run_sync(done.set, token=token)
-
-        future.add_done_callback(wake)
+        schedule = _scheduler()
+        future.add_done_callback(lambda _: schedule(done.set))
         await done.wait()
         return future.result()
+
+    def ensure_feasible(self, opts: Mapping[str, Any], node: str | None) -> None:
+        try:
+            self._check_feasible(opts, node)
+        except PlacementRefused:
+            raise
+        except Exception as exc:  # the head is unreachable: a clear refusal, not a crash
+            raise PlacementRefused(f"placement: the Ray cluster did not answer ({exc})") from exc
+
+
+def _scheduler() -> Callable[[Callable[[], object]], None]:
+    """A thread-safe, non-blocking "run this soon on the current event loop"."""
+    import trio
+
+    try:
+        token = trio.lowlevel.current_trio_token()
+    except RuntimeError:  # not in trio: asyncio
+        token = None
+    if token is not None:
+
+        def on_trio(fn: Callable[[], object]) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(fn)
+
+        return on_trio
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+
+    def on_asyncio(fn: Callable[[], object]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(fn)
+
+    return on_asyncio
 
 
 def _holds_nothing(opts: Mapping[str, Any]) -> bool:

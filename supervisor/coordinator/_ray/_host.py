@@ -65,8 +65,13 @@ class AgentHost:
         self._done: trio.Event | None = None
         self._end_seen: trio.Event | None = None
         self._thread = threading.Thread(target=trio.run, args=(_main, self), daemon=True)
+        self._stopping = 0  #: stops in progress: the lease waits for them
+        self._touched: float = time.monotonic()
+        self._lease: float = lease
         self._thread.start()
         self._ready.wait()
+        if self._rt is None:
+            raise RuntimeError("the host's runtime did not start")
         #: Fate-sharing that needs no help from Ray: the proxy polls for events every few
         #: seconds; a host that hears nothing for *lease* seconds has lost its coordinator,
         #: so it stops its agents (children first) and exits.
@@ -75,10 +80,12 @@ class AgentHost:
         self._touched = time.monotonic()
 
     def _keep_lease(self) -> None:
-        while time.monotonic() - self._touched < self._lease:
+        while self._stopping or time.monotonic() - self._touched < self._lease:
             time.sleep(min(1.0, self._lease / 4))
-        self.close()
-        os._exit(3)
+        try:
+            self.close()
+        finally:
+            os._exit(3)
 
     def _record(self, event: str, fields: dict[str, Any]) -> None:
         agent_id = fields.get("agent_id")
@@ -101,6 +108,7 @@ class AgentHost:
             self._changed.notify_all()
 
     def _run(self, afn: Any, *args: Any) -> Any:
+        self._touched = time.monotonic()  # any call from the coordinator renews its lease
         return trio.from_thread.run(afn, *args, trio_token=self._trio)
 
     # -- what the proxy calls ------------------------------------------------------------
@@ -166,10 +174,14 @@ class AgentHost:
             return {"killed": [], "seconds": 0.0}
         handle = self._rt.whereis(target) if self._rt is not None and target in self._rt else None
         t0 = time.perf_counter()
+        self._stopping += 1
         try:
             self._run(_terminate, self, target)
         except ZiggieError as exc:
             return {"error": describe(exc), "code": "not_running"}
+        finally:
+            self._stopping -= 1
+            self._touched = time.monotonic()
         report = handle.last_stop if isinstance(handle, ProcessHandle) else None
         return {
             "killed": report.killed if report else [],
@@ -231,12 +243,15 @@ async def _main(host: AgentHost) -> None:
     events = EventLog(enabled=False)
     host._done = trio.Event()
     host._end_seen = trio.Event()
-    with events.listen(host._record):
-        async with open_runtime("host", events=events) as rt:
-            host._rt = rt
-            host._trio = trio.lowlevel.current_trio_token()
-            host._ready.set()
-            await host._done.wait()
+    try:
+        with events.listen(host._record):
+            async with open_runtime("host", events=events) as rt:
+                host._rt = rt
+                host._trio = trio.lowlevel.current_trio_token()
+                host._ready.set()
+                await host._done.wait()
+    finally:
+        host._ready.set()  # never leave the constructor waiting (it checks _rt)
     # Leaving the runtime stopped every agent, children first, verified empty.
 
 

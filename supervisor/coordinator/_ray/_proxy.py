@@ -84,7 +84,12 @@ def placed_spec(
         try:
             try:
                 with anyio.fail_after(start_timeout):
-                    where = await engine.call(actor.node.remote())
+                    try:
+                        where = await engine.call(actor.node.remote())
+                    except ray.exceptions.RayActorError:  # a spare that died idle: once more
+                        engine.kill(actor)
+                        actor = engine.host(actor_options, *host_args, fresh=True)
+                        where = await engine.call(actor.node.remote())
                     info = await engine.call(actor.start.remote(spec_json, parent_id, dict(env)))
             except TimeoutError:
                 raise RemoteExit(
@@ -141,6 +146,19 @@ async def _finish(
     shutdown: Shutdown,
 ) -> None:
     """Stop the remote tree unless it ended, bring its last events home, end the actor."""
+    try:
+        await _wind_up(ctx, handle, ended, seen, shutdown)
+    finally:
+        engine.kill(actor)  # whatever happened above: no host outlives its incarnation
+
+
+async def _wind_up(
+    ctx: ChildContext,
+    handle: RemoteHandle | None,
+    ended: dict[str, Any] | None,
+    seen: list[int],
+    shutdown: Shutdown,
+) -> None:
     if handle is not None:
         drained = False
         with anyio.move_on_after(shutdown.grace + _STOP_MARGIN):
@@ -149,8 +167,8 @@ async def _finish(
                     handle.last_stop = await handle.call("stop")
                 await _drain(ctx, handle, seen, 0.0)
                 drained = True
-            except RemoteExit:
-                pass  # the host is gone: its processes went with it (and its watchdog)
+            except Exception:
+                pass  # went with it (its watchdog), and the kill below ends the worker
         if not drained:  # their own last events will never come: say how they ended
             for agent in sorted(handle.remote):
                 ctx.runtime.events.emit(
@@ -162,7 +180,6 @@ async def _finish(
                     node=handle.node,
                     host=handle.agent_id,
                 )
-    engine.kill(actor)
 
 
 async def _pump(ctx: ChildContext, handle: RemoteHandle, seen: list[int]) -> None:
