@@ -183,8 +183,11 @@ async def _wind_up(
 
 
 async def _pump(ctx: ChildContext, handle: RemoteHandle, seen: list[int]) -> None:
-    while True:
-        await _drain(ctx, handle, seen, _POLL_SECONDS)
+    try:
+        while True:
+            await _drain(ctx, handle, seen, _POLL_SECONDS)
+    except RemoteExit:
+        return  # the pending ``wait`` reports the host's death: one exit, one reason
 
 
 async def _drain(ctx: ChildContext, handle: RemoteHandle, seen: list[int], wait: float) -> None:
