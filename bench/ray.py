@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import trio
 
-from actors import marked_processes, new_token
+from actors import in_family, marked_processes, new_token
 from bench._table import ms, table, verdict
 from supervisor import no_events, open_runtime
 from supervisor.coordinator import Settings, open_coordinator
@@ -162,9 +162,7 @@ async def _ours(address: str, home: Path) -> dict[str, Any]:
 def _ours_alive(ids: list[str], family: str) -> list[int]:
     wanted = set(ids)
     return [
-        p.pid
-        for p in marked_processes()
-        if p.agent_id in wanted and p.token is not None and p.token.startswith(family)
+        p.pid for p in marked_processes() if p.agent_id in wanted and in_family(p.token, family)
     ]
 
 

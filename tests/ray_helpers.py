@@ -13,8 +13,7 @@ import psutil
 import pytest
 
 from actors import TOKEN_VAR, new_token
-from actors._watchdog import in_family
-from supervisor.coordinator._ray import sweep
+from supervisor.coordinator._ray import family_processes, sweep
 
 from .loud import loud_skip
 
@@ -35,20 +34,6 @@ def _helper_subtrees() -> set[int]:
         except psutil.Error:
             continue
     return pids
-
-
-def family_alive(family: str) -> list[int]:
-    """Live (non-zombie) processes carrying a token of *family*."""
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if in_family(proc.environ().get(TOKEN_VAR), family) and (
-                proc.status() != psutil.STATUS_ZOMBIE
-            ):
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +75,7 @@ def ray_cluster() -> Iterator[str]:
             helper.kill()
             helper.wait()
         deadline = time.monotonic() + 30
-        while family_alive(family) and time.monotonic() < deadline:
+        while family_processes(family) and time.monotonic() < deadline:
             time.sleep(0.2)
         sweep(family)
         SESSION_HELPERS.discard(helper.pid)

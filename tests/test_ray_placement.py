@@ -140,7 +140,7 @@ async def test_sigkill_of_the_host_is_a_crash_and_escapees_die_with_it(
             exited = [f for n, f in waits.seen if n == "exited" and f["agent_id"] == "victim"]
             assert "died" in exited[0]["reason"]
             # The old incarnation's escapees went with their host (its watchdog's sweep).
-            await anyio.to_thread.run_sync(_wait_gone, old)
+            await anyio.to_thread.run_sync(until_gone_sync, list(old), 30, "old escapees")
         again = await _status(a, "victim")
         assert again["state"] == "running"
         assert again["host_pid"] != first["host_pid"]
@@ -187,33 +187,6 @@ async def _ready(home: Path, *agents: str) -> None:
     await until_files([home], lambda: all((home / f"{a}.ready").exists() for a in agents), 60)
     for agent in agents:
         assert len(marked([agent]).get(agent, [])) >= 3, marked([agent])
-
-
-def _describe(found: dict[str, list[int]]) -> list[str]:
-    out = []
-    for pids in found.values():
-        for pid in pids:
-            try:
-                p = psutil.Process(pid)
-                env = p.environ()
-                out.append(
-                    f"{pid} ppid={p.ppid()} {p.cmdline()} tok={env.get('ZIGGIE_RUNTIME')}"
-                    f" inc={env.get('ZIGGIE_INCARNATION')}"
-                )
-            except psutil.Error:
-                continue
-    return out
-
-
-def _wait_gone(pids: set[int]) -> None:
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = psutil.wait_procs(procs, timeout=30)
-    assert not alive, alive
 
 
 def _request(body: dict[str, Any]) -> Any:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from supervisor import Runtime
 from supervisor.protocol import AgentSpec
@@ -25,14 +27,21 @@ def inherit_from_parent(
     if "timeout_seconds" in spec.model_fields_set:
         return spec
     row = journal.agent(parent_agent)
-    if row is None:
+    remaining = None if row is None else remaining_time(rt, parent_agent, row)
+    if remaining is None:
         return spec
-    handle = rt.whereis(parent_agent) if parent_agent in rt else None
-    # A placed agent's handle has a start time too; an agent running inside a placed
-    # one's host (issue 14) has only its journal row, kept by the events it sends home.
+    return spec.model_copy(update={"timeout_seconds": max(1, math.floor(remaining))})
+
+
+def remaining_time(rt: Runtime, agent_id: str, row: Mapping[str, Any]) -> float | None:
+    """Seconds left of *agent_id*'s deadline (None: it is not running).
+
+    Counted from its handle's start (a local or a placed agent); an agent inside a placed
+    one's host (issue 14) has only its journal row, kept by the events it sends home.
+    """
+    handle = rt.whereis(agent_id) if agent_id in rt else None
     started = getattr(handle, "started_at", None) if handle is not None else row["started_at"]
     if started is None or (handle is None and row["state"] != "running"):
-        return spec
-    parent = AgentSpec.model_validate(row["spec"])
-    remaining = started + parent.timeout_seconds - time.time()
-    return spec.model_copy(update={"timeout_seconds": max(1, math.floor(remaining))})
+        return None
+    spec = AgentSpec.model_validate(row["spec"])
+    return float(started + spec.timeout_seconds - time.time())

@@ -7,7 +7,6 @@ Violations are refused with a message that names the field; nothing is silently 
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING
 
 from actors import ProcessHandle
@@ -15,6 +14,7 @@ from supervisor import Supervisor, is_valid_id
 from supervisor.protocol import AgentSpec
 
 from ._agents import AgentRefused
+from ._defaults import remaining_time
 from ._globs import BadPattern, normalize, within
 from ._placed import host_of
 from ._ray import RemoteHandle
@@ -108,8 +108,7 @@ def placement(
         if row is None:
             raise AgentRefused(f"parent_agent: {parent_agent!r} is not an agent of ours")
         parent = AgentSpec.model_validate(row["spec"])
-        started = handle.started_at if handle is not None else row["started_at"]
-        left = None if started is None else started + parent.timeout_seconds - time.time()
+        left = remaining_time(service.rt, parent_agent, row)
         check_child(parent, spec, parent_remaining=left)
         if host is not None:
             return host, parent_agent

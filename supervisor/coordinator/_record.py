@@ -57,19 +57,18 @@ def agent_detail(
         info = service.rt.info(agent_id)
         detail["path"] = info.path
         handle = service.rt.whereis(agent_id)
-        if isinstance(handle, ProcessHandle) and info.state is ChildState.RUNNING:
+        running = info.state is ChildState.RUNNING
+        if running and isinstance(handle, ProcessHandle | RemoteHandle):
             detail["state"] = AgentState.RUNNING
             detail["pid"] = handle.pid
             detail["uptime"] = round(time.time() - handle.started_at, 3)
+        if running and isinstance(handle, ProcessHandle):
             detail.update(service.usage.of(agent_id, handle))
             cgroup = handle.tree.cgroup  # how a stop will end it (issue 15)
             detail["stops"] = f"cgroup2 {cgroup.path}" if cgroup else "process group + sweep"
             if handle.supervisor is not None:  # a running agent: its live children
                 detail["children"] = [c.id for c in handle.supervisor.which_children()]
-        elif isinstance(handle, RemoteHandle) and info.state is ChildState.RUNNING:
-            detail["state"] = AgentState.RUNNING
-            detail["pid"] = handle.pid
-            detail["uptime"] = round(time.time() - handle.started_at, 3)
+        elif running and isinstance(handle, RemoteHandle):
             detail["host_pid"] = handle.host_pid
     detail.update(node_fields(service, agent_id))
     return detail

@@ -275,17 +275,7 @@ class AgentService:
         try:
             host = _placed.host_of(self, agent_id)
             if host is not None and agent_id not in self.rt:
-                info = await host.call("restart", agent_id)
-                if "error" in info:
-                    raise AgentRefused(info["error"])
-                return reply(
-                    request,
-                    "deployed",
-                    agent_id,
-                    "Agent restarted",
-                    pid=info["pid"],
-                    output_log=info.get("log"),
-                )
+                return await _placed.restart_request(request, host, agent_id)
             if agent_id in self.rt:
                 handle = await self.rt.restart(agent_id)
             elif agent_id in self._placing:

@@ -3,7 +3,14 @@
 Importable without Ray: Ray itself is imported only when a coordinator connects.
 """
 
-from ._engine import PlacementRefused, RayEngine, RayUnavailable, import_ray, sweep
+from ._engine import (
+    PlacementRefused,
+    RayEngine,
+    RayUnavailable,
+    family_processes,
+    import_ray,
+    sweep,
+)
 from ._proxy import RemoteExit, RemoteHandle, placed_spec
 
 __all__ = [
@@ -12,6 +19,7 @@ __all__ = [
     "RayUnavailable",
     "RemoteExit",
     "RemoteHandle",
+    "family_processes",
     "import_ray",
     "placed_spec",
     "sweep",

@@ -247,14 +247,27 @@ def _holds_nothing(opts: Mapping[str, Any]) -> bool:
     )
 
 
+def family_processes(tok: str) -> list[psutil.Process]:
+    """Live processes (zombies excluded) carrying token *tok* or one made under it."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if (
+                proc.pid != os.getpid()
+                and in_family(proc.environ().get(TOKEN_VAR), tok)
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
 def sweep(tok: str) -> list[int]:
     """SIGKILL every process carrying token *tok* (what ray.shutdown left of a head)."""
     killed = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if in_family(proc.environ().get(TOKEN_VAR), tok) and proc.pid != os.getpid():
-                proc.send_signal(signal.SIGKILL)
-                killed.append(proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
+    for proc in family_processes(tok):
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGKILL)
+            killed.append(proc.pid)
     return killed

@@ -14,6 +14,7 @@ runtime's watchdog (``actors``) sweeps them by token once we are gone.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -151,8 +152,6 @@ class AgentHost:
         except (AgentRefused, ValueError) as exc:
             return {"error": str(exc), "code": "refused"}
         if placed:  # the proxy holds the deadline and the restart policy
-            import dataclasses
-
             child = dataclasses.replace(child, timeout=None, restart=Restart.TEMPORARY)
         try:
             handle = self._run(_start_under, self, child, parent_id if not placed else None)
