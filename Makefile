@@ -3,21 +3,39 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean browser
+.PHONY: demo test lint typecheck pytest bench clean browser cgexec
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml | $(BIN)/python cgexec
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python cgexec
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet -e '.[ray]' \
 	  || echo "warning: could not install ray: the Ray placement tests will skip (loudly)"
 	touch $@ $(VENV)/.installed
+
+# The exec shim that puts each agent in its cgroup before it runs (actors/cgexec.c).
+# Static and without libc on x86-64 (one tiny exec); against static libc elsewhere.
+# Without a C compiler agents join through /bin/sh instead (slower, as correct), so a
+# failure here warns and goes on; cc is installed when we can (root with apt).
+CGEXEC := actors/_bin/ziggie-cgexec
+CGEXEC_NOLIBC := -Os -static -nostdlib -ffreestanding -fno-stack-protector -fno-builtin \
+  -fno-asynchronous-unwind-tables
+cgexec: $(CGEXEC)
+$(CGEXEC): actors/cgexec.c
+	@mkdir -p $(@D)
+	@if ! command -v cc >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends gcc libc6-dev) >/dev/null 2>&1 || true; fi
+	@if [ "$$(uname -m)" = x86_64 ]; then flags="$(CGEXEC_NOLIBC)"; \
+	else flags="-O2 -static -DCGEXEC_LIBC"; fi; \
+	cc $$flags -Wall -Wextra -Werror -o $@.tmp $< && mv $@.tmp $@ \
+	  || { rm -f $@.tmp; echo "warning: could not build $@: agents join cgroups through /bin/sh"; }
 
 # The dashboard tests drive Debian's headless Chromium (playwright cannot download one
 # here). Installed when we can (root with apt); elsewhere those tests skip, loudly.
@@ -48,4 +66,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis actors/_bin

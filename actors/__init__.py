@@ -4,7 +4,7 @@ Built only on the kernel's public API (:mod:`supervisor`). Spec builders share o
 naming scheme: ``*_spec`` returns a :class:`supervisor.ChildSpec`.
 """
 
-from ._cgroup import CgroupError, cgroup_controllers, stop_mechanism
+from ._cgroup import CgroupError, cgroup_controllers, spawn_mechanism, stop_mechanism
 from ._function import function_spec
 from ._loose import log_path_for, stop_processes
 from ._mailbox import Actor, ActorRef, Mailbox, actor_spec
@@ -38,6 +38,7 @@ __all__ = [
     "new_token",
     "process_spec",
     "process_start_time",
+    "spawn_mechanism",
     "stop_mechanism",
     "stop_processes",
     "token",

@@ -3,9 +3,11 @@
 At first use the runtime looks for a writable cgroup2 hierarchy (from
 ``/proc/self/mountinfo``, never an assumed path) and makes its own cgroup under the one it
 runs in: ``<mount><own>/ziggie-<token>``. Each process agent's incarnation then runs in a
-child cgroup of that, joined **before exec** by a tiny ``/bin/sh`` shim (``echo $$ >
-cgroup.procs && exec "$@"``): ``preexec_fn`` would make CPython fork instead of vfork
-(12x slower spawns, measured). A stop then ends with one write to ``cgroup.kill`` and is
+child cgroup of that, joined **before exec** by a shim: ``preexec_fn`` would make CPython
+fork instead of vfork (12x slower spawns, measured). The shim is ``ziggie-cgexec``
+(``cgexec.c``, built by ``make``: static, no libc, one tiny exec) or, where it was not
+built, ``/bin/sh`` (``echo $$ > cgroup.procs && exec "$@"``: a dynamically linked exec,
+about 1.5x a bare Popen loop). A stop then ends with one write to ``cgroup.kill`` and is
 verified by the ``populated 0`` notice in ``cgroup.events`` (inotify), not by a /proc
 sweep. Where no such hierarchy is usable (or ``ZIGGIE_CGROUPS=off``), everything falls
 back to process groups, markers and the sweep.
@@ -35,9 +37,12 @@ try:  # Linux only
 except ImportError:  # pragma: no cover
     INotify = None
 
-#: The shim: ``$0`` is the cgroup's ``cgroup.procs``, ``"$@"`` the agent's argv. The
-#: agent's words are arguments, never part of the script.
+#: The shell shim: ``$0`` is the cgroup's ``cgroup.procs``, ``"$@"`` the agent's argv.
+#: The agent's words are arguments, never part of the script.
 SHIM: Final = 'echo $$ > "$0" && exec "$@"'
+#: Where ``make`` builds ``cgexec.c``; ``ZIGGIE_CGROUP_SHIM`` may name another build, or
+#: ``sh`` for the shell shim.
+CGEXEC: Final = Path(__file__).with_name("_bin") / "ziggie-cgexec"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 #: Controllers a spec's ``limits`` maps onto, and the files they write.
 LIMIT_FILES: Final = {"memory": "memory.max", "cpu": "cpu.max", "pids": "pids.max"}
@@ -99,9 +104,12 @@ class AgentCgroup:
     def procs_file(self) -> str:
         return str(self.path / "cgroup.procs")
 
-    def wrap(self, argv: list[str]) -> list[str]:
-        """*argv*, run so that it joins this cgroup before its first instruction."""
-        return ["/bin/sh", "-c", SHIM, self.procs_file, *argv]
+    def wrap(self, argv: list[str], program: str) -> list[str]:
+        """*argv* (whose executable is *program*), joining this cgroup before it runs."""
+        shim = exec_shim()
+        if shim is None:
+            return ["/bin/sh", "-c", SHIM, self.procs_file, *argv]
+        return [shim, self.procs_file, program, *argv]
 
     def pids(self) -> set[int]:
         try:
@@ -241,20 +249,44 @@ def mechanism(token: str) -> str:
 _incarnations = itertools.count(1)
 
 
-def check_program(program: str, cwd: str | os.PathLike[str], env: Mapping[bytes, bytes]) -> None:
+def exec_shim() -> str | None:
+    """The built ``ziggie-cgexec`` to join cgroups with, or None for the shell shim."""
+    chosen = os.environ.get("ZIGGIE_CGROUP_SHIM", "auto")
+    if chosen == "sh":
+        return None
+    path = CGEXEC if chosen == "auto" else Path(chosen)
+    return str(path) if os.access(path, os.X_OK) and path.is_file() else None
+
+
+def check_program(program: str, cwd: str | os.PathLike[str], env: Mapping[bytes, bytes]) -> str:
+    """The executable *program* names, found as Popen would; FileNotFoundError if none.
+
+    A shim reports a missing program only as exit 127: checked here, a start is refused
+    with a clear error instead of entering a crash loop.
+    """
     if os.sep in program:
         path = program if os.path.isabs(program) else os.path.join(os.fspath(cwd), program)
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-        return
+        return program  # relative to cwd, which the shim runs in, as Popen would
     search = env.get(b"PATH", os.environ.get("PATH", os.defpath).encode()).decode()
-    if shutil.which(program, path=search) is None:
+    found = shutil.which(program, path=search)
+    if found is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    return found
 
 
 def stop_mechanism() -> str:
     """How this runtime stops agents: ``cgroup2 <path>`` or the process-group fallback."""
     return mechanism(_watchdog.token())
+
+
+def spawn_mechanism() -> str:
+    """How an agent joins its cgroup before exec: ``ziggie-cgexec``, ``sh shim``, or
+    ``direct`` (no cgroups here)."""
+    if runtime_cgroups(_watchdog.token()) is None:
+        return "direct"
+    return "sh shim" if exec_shim() is None else "ziggie-cgexec"
 
 
 def cgroup_controllers() -> frozenset[str] | None:

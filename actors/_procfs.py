@@ -6,6 +6,7 @@ Plus the pidfd waits that make exits awaitable without polling or PID-reuse race
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -24,6 +25,15 @@ class Stat:
     pgid: int
     zombie: bool
     start: int = 0  #: start time in clock ticks since boot: with the pid, one process
+
+
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def boot_ticks() -> int:
+    """Now, on the clock of :attr:`Stat.start` (``CLOCK_BOOTTIME`` in clock ticks,
+    truncated as the kernel does): a process started after this call has ``start >=``."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * _TICKS_PER_SECOND // 1_000_000_000
 
 
 def read_stat(pid: int) -> Stat | None:

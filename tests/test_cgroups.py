@@ -19,9 +19,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actors import ProcessHandle, cgroup_controllers, process_spec, token
-from actors._cgroup import runtime_cgroups
-from supervisor import Shutdown, no_events, open_runtime
+from actors import ProcessHandle, cgroup_controllers, process_spec, spawn_mechanism, token
+from actors._cgroup import CGEXEC, cgroup2_mount, exec_shim, runtime_cgroups
+from supervisor import Shutdown, StartError, no_events, open_runtime
 from supervisor.coordinator import Settings, open_coordinator
 from supervisor.protocol import AgentSpec
 
@@ -94,7 +94,7 @@ FALLBACK = textwrap.dedent(
     """
     import json, os, sys, anyio
     from actors import process_spec, stop_mechanism
-    from supervisor import Shutdown, no_events, open_runtime
+    from supervisor import Shutdown, StartError, no_events, open_runtime
 
     async def main():
         ready = sys.argv[2]
@@ -266,3 +266,90 @@ async def test_status_and_coordinator_ready_say_how_agents_are_stopped(tmp_path:
             else:
                 assert ready[0]["stops"] == "process groups + /proc sweep"
                 assert status["stops"] == "process group + sweep"
+            assert ready[0]["spawns"] == spawn_mechanism()
+
+
+# -- the exec shim: the agent joins its cgroup before it runs ------------------------------
+
+
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def _cgroup_of(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    raise AssertionError(f"{pid} is in no cgroup v2")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shim", ["ziggie-cgexec", "sh"])
+async def test_the_agent_runs_in_its_cgroup_as_itself(
+    tmp_path: Path, shim: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Either shim: the leader is the program itself (argv[0] as given, found on PATH),
+    already in its cgroup, and so is what it forks; missing programs are refused."""
+    _need_cgroups()
+    if shim == "ziggie-cgexec" and exec_shim() is None:
+        loud_skip(f"{CGEXEC} was not built (no C compiler?): the native shim did not run")
+    monkeypatch.setenv("ZIGGIE_CGROUP_SHIM", "auto" if shim == "ziggie-cgexec" else "sh")
+    assert spawn_mechanism() == ("ziggie-cgexec" if shim == "ziggie-cgexec" else "sh shim")
+    ready = tmp_path / "ready"
+    argv = ["python3", BEHAVE, "setsid_grandchild", str(ready)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    async with open_runtime(events=no_events()) as rt:
+        handle: ProcessHandle = await rt.start_child(process_spec("self", argv, env=env))
+        cgroup = handle.tree.cgroup
+        assert cgroup is not None
+        pids = await _ready(ready)
+        assert _cmdline(handle.pid) == argv  # the shim exec'd away, argv[0] untouched
+        mount = cgroup2_mount()
+        assert mount is not None
+        for pid in {handle.pid, *pids}:
+            assert _cgroup_of(pid) == "/" + str(cgroup.path.relative_to(mount))
+        with pytest.raises(StartError, match="no-such-program"):
+            await rt.start_child(process_spec("missing", ["no-such-program"]))
+        await rt.terminate("self")
+    assert not any(_alive(p) for p in {handle.pid, *pids})
+
+
+@pytest.mark.parametrize("variant", ["nolibc", "libc"])
+def test_cgexec_source_builds_and_keeps_the_shell_contract(tmp_path: Path, variant: str) -> None:
+    """The C source, built here (both variants) with the Makefile's flags: it joins the
+    cgroup file it is given, then execs; 126 when it cannot join, 127 when the program is
+    missing. (The Makefile uses the nolibc variant on x86-64, libc elsewhere.)"""
+    import platform
+    import shutil
+
+    if shutil.which("cc") is None:
+        loud_skip("no C compiler here: ziggie-cgexec's source was not built by the tests")
+    if variant == "nolibc" and platform.machine() != "x86_64":
+        pytest.skip("the nolibc variant is x86-64 only; the libc one is tested")
+    make = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    nolibc = make.split("CGEXEC_NOLIBC :=", 1)[1].split("\n", 1)[0].split()
+    flags = nolibc if variant == "nolibc" else ["-O2", "-DCGEXEC_LIBC"]
+    binary = tmp_path / "cgexec"
+    source = ROOT / "actors" / "cgexec.c"
+    subprocess.run(["cc", *flags, "-Wall", "-Wextra", "-Werror", "-o", binary, source], check=True)
+    procs = tmp_path / "procs"  # a plain file stands in for cgroup.procs
+    procs.touch()
+    out = subprocess.run(
+        [binary, procs, "/bin/sh", "my-name", "-c", 'echo "$0 $$"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    name, pid = out.stdout.split()
+    assert name == "my-name"
+    assert procs.read_text() == f"{pid}\n"  # the pid that then ran the program
+    cannot_join = subprocess.run([binary, tmp_path / "none" / "procs", "/bin/true", "true"])
+    assert cannot_join.returncode == 126
+    missing = subprocess.run(
+        [binary, procs, tmp_path / "missing", "missing"], capture_output=True, text=True
+    )
+    assert missing.returncode == 127
+    assert "cannot execute" in missing.stderr
+    usage = subprocess.run([binary], capture_output=True, text=True)
+    assert usage.returncode == 126
+    assert "usage" in usage.stderr

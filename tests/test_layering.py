@@ -152,6 +152,7 @@ ACTORS_EXPORTS = [
     "new_token",
     "process_spec",
     "process_start_time",
+    "spawn_mechanism",
     "stop_mechanism",
     "stop_processes",
     "token",

@@ -21,7 +21,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
-from actors import become_subreaper, stop_mechanism
+from actors import become_subreaper, spawn_mechanism, stop_mechanism
 from supervisor import Runtime, ZiggieError, json_events, open_runtime
 from supervisor.protocol import LOCK_NAME
 
@@ -104,6 +104,7 @@ class Coordinator:
                             home=str(service.home.root),
                             url=self.url,
                             stops=stop_mechanism(),  # cgroup2, or the /proc sweep (issue 15)
+                            spawns=spawn_mechanism(),  # how agents join their cgroups
                             ray=service.ray.cluster if service.ray else None,
                         )
                         task_status.started()
