@@ -15,6 +15,7 @@ from supervisor import (
     ChildContext,
     ChildSpec,
     SpecOptions,
+    StopOrder,
     Supervisor,
     ZiggieError,
     open_supervisor,
@@ -81,6 +82,7 @@ def process_spec(
     definition_path: Path | None = None,
     nested: bool = False,
     max_children: int | None = None,
+    stop_order: StopOrder = StopOrder.REVERSE,
     meta: Mapping[str, Any] | None = None,
     token: str | None = None,
     limits: Mapping[str, str] | None = None,
@@ -92,7 +94,8 @@ def process_spec(
     feeds the restart policy. Stopping it (terminate, timeout, a parent's stop) sends
     SIGTERM to its tree, waits up to the shutdown grace, SIGKILLs what is left, and
     returns only once no process of the tree remains. With ``nested=True`` the node also
-    hosts a supervisor (``handle.supervisor``) for sub-agents, which stop before it does.
+    hosts a supervisor (``handle.supervisor``) for sub-agents, which stop before it does
+    (in *stop_order*: ``concurrent`` suits sub-agents that do not depend on each other).
     *token* is the runtime token its processes carry (default: this process's).
     *limits* are cgroup v2 files to write (``{"memory.max": "536870912"}``-style keys
     ``memory``, ``cpu``, ``pids`` with the file's syntax); a start is refused where the
@@ -119,8 +122,7 @@ def process_spec(
             log_max_bytes,
             log_backups,
             definition_path,
-            nested,
-            max_children,
+            (nested, max_children, stop_order),
             token,
             dict(limits or {}),
         )
@@ -137,8 +139,7 @@ async def _run_process(
     log_max_bytes: int,
     log_backups: int,
     definition_path: Path | None,
-    nested: bool,
-    max_children: int | None,
+    nesting: tuple[bool, int | None, StopOrder],
     token: str | None = None,
     limits: Mapping[str, str] | None = None,
 ) -> None:
@@ -181,7 +182,7 @@ async def _run_process(
             if read_fd is not None and log is not None:
                 tg.start_soon(_drain, drain, read_fd, log)
             try:
-                returncode = await _supervise(ctx, tree, handle, nested, max_children)
+                returncode = await _supervise(ctx, tree, handle, *nesting)
             finally:
                 await _stop(ctx, tree, handle, returncode)
                 drain.deadline = anyio.current_time() + _DRAIN_SECONDS
@@ -198,10 +199,11 @@ async def _supervise(
     handle: ProcessHandle,
     nested: bool,
     max_children: int | None,
+    stop_order: StopOrder,
 ) -> int:
     """Report started, then wait for the leader's exit (hosting sub-agents if nested)."""
     if nested:
-        async with open_supervisor(ctx, max_children=max_children) as sup:
+        async with open_supervisor(ctx, max_children=max_children, stop_order=stop_order) as sup:
             handle.supervisor = sup
             ctx.started(handle)
             returncode = await tree.wait()

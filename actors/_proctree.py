@@ -45,27 +45,12 @@ from ._procfs import (
     subtree,
     wait_gone,
 )
-from ._subreaper import is_subreaper
+from ._subreaper import is_subreaper, live_groups, reap_orphans, remember, seen_starts
 
 #: SIGKILL rounds a stop tries before it reports what it could not kill (issue 9, item 5).
 _KILL_ROUNDS: Final = 5
 #: Seconds each SIGKILL round waits for its processes to go.
 _KILL_WAIT: Final = 1.0
-
-#: Process groups of live agents, so a sweep reads the environment only of processes that
-#: belong to no known agent group (the escapees), not of every descendant.
-_live_groups: dict[int, str] = {}
-#: Every process ever seen as an agent's member, pid -> start time: only these are ours
-#: to reap, so a host application's own subprocesses keep their exit statuses, also
-#: when one of them gets a pid an agent's process once had (issue 10, item 7).
-_seen: dict[int, int] = {}
-
-
-def _see(pids: Iterable[int], stats: Mapping[int, Stat] | None = None) -> None:
-    for pid in pids:
-        st = stats.get(pid) if stats is not None else read_stat(pid)
-        if st is not None:
-            _seen[pid] = st.start
 
 
 @dataclass(slots=True)
@@ -131,8 +116,11 @@ class ProcessTree:
         self.pid = self.popen.pid
         self.pgid = self.pid
         self._pidfd: int | None = pidfd_open(self.pid)
-        _live_groups[self.pgid] = agent_id
-        _watchdog.watch(self.pgid, self.token)
+        live_groups[self.pgid] = agent_id
+        if self.cgroup is None:
+            _watchdog.watch(self.pgid, self.token)
+        else:  # the watchdog kills the runtime's whole cgroup, and sweeps the token
+            _watchdog.watch_token(self.token)
         self.returncode: int | None = None
 
     @staticmethod
@@ -172,7 +160,7 @@ class ProcessTree:
 
     def _quick_members(self) -> set[int]:
         """Like :meth:`members`, from the child lists of the leader and of ourselves only."""
-        skip = set(_live_groups) - {self.pgid}
+        skip = set(live_groups) - {self.pgid}
         skip.add(_watchdog.watchdog_pid() or -1)
         candidates = set()
         if self.returncode is None:  # the leader lives: it and its subtree are ours
@@ -189,7 +177,7 @@ class ProcessTree:
                 continue
             if pid in ours or st.pgid == self.pgid or has_marker(pid, self.agent_id, self.token):
                 found.add(pid)
-                _seen[pid] = st.start
+                seen_starts[pid] = st.start
         return found
 
     def live_members(self) -> set[int]:
@@ -210,9 +198,9 @@ class ProcessTree:
         tree = {pid for pid, st in stats.items() if st.pgid == self.pgid}
         tree |= descendants(stats, self.pid)
         # Zombies are dead but ours to reap once they re-parent to us (double fork).
-        _see(tree, stats)
+        remember(tree, stats)
         found = {pid for pid in tree if not stats[pid].zombie}
-        others = {g for g, a in _live_groups.items() if a != self.agent_id}
+        others = {g for g, a in live_groups.items() if a != self.agent_id}
         # Not the subreaper: an escapee re-parented to init, anywhere in /proc; only one
         # born after the agent's leader can be the agent's (the host's old ones are not).
         maybe = descendants(stats, me) if is_subreaper() else set(stats) - {me}
@@ -222,7 +210,7 @@ class ProcessTree:
                 continue
             if has_marker(pid, self.agent_id, self.token):
                 found.add(pid)
-        _see(found, stats)
+        remember(found, stats)
         return found
 
     async def stop(self, grace: float) -> StopReport:
@@ -245,7 +233,7 @@ class ProcessTree:
             if self.returncode is None:
                 # Snapshot the tree while the leader lives: its zombie children (a double
                 # fork's middle process) cannot be recognised once they re-parent to us.
-                _see(subtree(self.pid))
+                remember(subtree(self.pid))
                 report.terminated.append(self.pid)
                 self._signal((self.pid,), signal.SIGTERM if grace > 0 else signal.SIGKILL)
                 with anyio.move_on_at(deadline):
@@ -278,7 +266,7 @@ class ProcessTree:
                 with anyio.move_on_after(_KILL_WAIT):
                     await self.wait()
             reap_orphans()
-        _live_groups.pop(self.pgid, None)
+        live_groups.pop(self.pgid, None)
         _watchdog.unwatch(self.pgid)
         report.terminated = sorted(set(report.terminated))
         report.seconds = time.perf_counter() - t0
@@ -287,50 +275,64 @@ class ProcessTree:
     async def _stop_cgroup(self, grace: float) -> StopReport:
         """SIGTERM, grace, then ``cgroup.kill``; verified by ``populated 0`` (issue 15).
 
-        The leader counts as a member while it lives even if the cgroup does not list it
-        yet: a stop may come before the shim has written its pid (it then never runs).
+        Brutal kill is the one write. The leader's pidfd is waited for as well only while
+        the cgroup does not list it: a stop may come before the shim has joined, and
+        the shim then never execs the agent.
         """
         cg = self.cgroup
         assert cg is not None
         report = StopReport()
         t0 = time.perf_counter()
         with anyio.CancelScope(shield=True):
-            deadline = anyio.current_time() + grace
-            members = cg.pids() | ({self.pid} if self.returncode is None else set())
-            _see(members)
-            report.terminated = sorted(members)
-            if members:
-                self._signal(members, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-            with anyio.move_on_at(deadline):
-                if self.returncode is None:  # the leader's pidfd first: usually all it takes
-                    await self.wait()
-                await cg.wait_empty(grace)
-            empty = not cg.populated()
-            if not empty or self.returncode is None:
-                left = cg.pids() | ({self.pid} if self.returncode is None else set())
-                _see(left)
+            members = cg.pids()
+            outside = self.returncode is None and self.pid not in members
+            if outside:
+                members.add(self.pid)
+            remember(members)
+            empty = not members and not cg.populated()
+            if grace > 0 and not empty:
+                report.terminated = sorted(members)
+                self._signal_each(members, signal.SIGTERM)
+                with anyio.move_on_after(grace):
+                    if outside:
+                        await self.wait()
+                    empty = await cg.wait_empty(grace)
+            if not empty or (outside and not self._reap_leader()):
+                left = cg.pids()
+                if not self._reap_leader():
+                    left.add(self.pid)
+                remember(left)
                 report.killed = sorted(left)
                 cg.kill()  # one write: every process of the cgroup, forks included
-                self._signal((self.pid,) if self.returncode is None else (), signal.SIGKILL)
+                if self.pid in left:  # in the cgroup or not yet: its pidfd reaches it
+                    self._signal_each((self.pid,), signal.SIGKILL)
                 with anyio.move_on_after(_KILL_WAIT * _KILL_ROUNDS):
                     empty = await cg.wait_empty(_KILL_WAIT * _KILL_ROUNDS)
-                    if self.returncode is None:
-                        await self.wait()
+                    await self.wait()
                 if not empty or self.returncode is None:
-                    report.left = sorted(
-                        cg.pids() | ({self.pid} if self.returncode is None else set())
-                    )
-            reap_orphans()
+                    alive = {self.pid} if self.returncode is None else set()
+                    report.left = sorted(cg.pids() | alive)
+                members |= left
+            if self.returncode is None and not self._reap_leader():
+                # populated 0 comes as it leaves the cgroup, a moment before its exit
+                with anyio.move_on_after(_KILL_WAIT):
+                    await self.wait()
+            reap_orphans(members)
             if empty:
                 cg.remove()
-        _live_groups.pop(self.pgid, None)
-        _watchdog.unwatch(self.pgid)
+        live_groups.pop(self.pgid, None)
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _signal(self, pids: Iterable[int], sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, sig)
+    def _reap_leader(self) -> bool:
+        """Reap the leader if it has exited (no waiting); True once it is reaped."""
+        if self.returncode is None and self.popen.poll() is not None:
+            self.returncode = self.popen.returncode
+            self._close_pidfd()
+        return self.returncode is not None
+
+    def _signal_each(self, pids: Iterable[int], sig: signal.Signals) -> None:
+        """*sig* to each of *pids*; the leader through its pidfd (no pid-reuse race)."""
         for pid in pids:
             if pid == self.pid and self._pidfd is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -338,6 +340,11 @@ class ProcessTree:
                 continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
+
+    def _signal(self, pids: Iterable[int], sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+        self._signal_each(pids, sig)
 
     def usage(self) -> dict[str, float]:
         """CPU seconds and RSS of the whole tree, for status replies.
@@ -371,30 +378,3 @@ class ProcessTree:
             except psutil.Error:
                 continue
         return {"cpu_seconds": round(cpu, 3), "rss_bytes": rss, "processes": count}
-
-
-def reap_orphans() -> list[int]:
-    """Reap our zombie children that were agents' members (subreaper duty).
-
-    A live agent leader is left to its own ``wait()``; so is any process we never saw as
-    an agent's member (the host's own subprocesses).
-    """
-    me = os.getpid()
-    pids = children(me) if CHILD_LISTS else [st.pid for st in all_stats().values()]
-    reaped = []
-    for pid in pids:
-        seen = _seen.get(pid)
-        if seen is None or pid in _live_groups:
-            continue
-        st = read_stat(pid)
-        if st is None:
-            _seen.pop(pid, None)
-            continue
-        if st.start != seen:  # the pid was reused by a process we never saw start
-            continue
-        if st.zombie and st.ppid == me:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
-                reaped.append(pid)
-                _seen.pop(pid, None)
-    return reaped

@@ -1,10 +1,16 @@
-"""Being the child subreaper: orphans of our subtree re-parent to us, not to init."""
+"""Being the child subreaper: orphans of our subtree re-parent to us, not to init; and
+reaping them, once they are agents' members and dead (the duty that comes with it)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import sys
+from collections.abc import Iterable, Mapping
 from typing import Final
+
+from ._procfs import CHILD_LISTS, Stat, all_stats, children, read_stat
 
 _PR_SET_CHILD_SUBREAPER: Final = 36
 
@@ -39,3 +45,51 @@ def become_subreaper() -> bool:
 def is_subreaper() -> bool:
     """True once :func:`become_subreaper` succeeded in this process."""
     return _subreaper
+
+
+#: Process groups of live agents, so a sweep reads the environment only of processes that
+#: belong to no known agent group (the escapees), not of every descendant.
+live_groups: dict[int, str] = {}
+#: Every process ever seen as an agent's member, pid -> start time: only these are ours
+#: to reap, so a host application's own subprocesses keep their exit statuses, also
+#: when one of them gets a pid an agent's process once had (issue 10, item 7).
+seen_starts: dict[int, int] = {}
+
+
+def remember(pids: Iterable[int], stats: Mapping[int, Stat] | None = None) -> None:
+    for pid in pids:
+        st = stats.get(pid) if stats is not None else read_stat(pid)
+        if st is not None:
+            seen_starts[pid] = st.start
+
+
+def reap_orphans(among: Iterable[int] | None = None) -> list[int]:
+    """Reap our zombie children that were agents' members (subreaper duty).
+
+    A live agent leader is left to its own ``wait()``; so is any process we never saw as
+    an agent's member (the host's own subprocesses). *among* limits the look to one
+    agent's processes: a cgroup stop knows them, and reading all our children at every
+    stop made stopping n agents O(n^2).
+    """
+    me = os.getpid()
+    if among is not None:
+        pids: Iterable[int] = among
+    else:
+        pids = children(me) if CHILD_LISTS else [st.pid for st in all_stats().values()]
+    reaped = []
+    for pid in pids:
+        seen = seen_starts.get(pid)
+        if seen is None or pid in live_groups:
+            continue
+        st = read_stat(pid)
+        if st is None:
+            seen_starts.pop(pid, None)
+            continue
+        if st.start != seen:  # the pid was reused by a process we never saw start
+            continue
+        if st.zombie and st.ppid == me:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+                reaped.append(pid)
+                seen_starts.pop(pid, None)
+    return reaped

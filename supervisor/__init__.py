@@ -48,6 +48,7 @@ from ._policy import (
     Outcome,
     Restart,
     Shutdown,
+    StopOrder,
     Strategy,
     SupervisorOptions,
 )
@@ -129,6 +130,7 @@ __all__ = [
     "Shutdown",
     "SpecOptions",
     "StartError",
+    "StopOrder",
     "Strategy",
     "Supervisor",
     "SupervisorClosed",

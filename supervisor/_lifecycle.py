@@ -164,3 +164,23 @@ async def stop_in_order(
     await done.wait()
     if failure:
         raise failure[0]
+
+
+async def stop_concurrently(
+    children: Iterable[ChildSlot], request_stop: Callable[[ChildSlot], Incarnation | None]
+) -> None:
+    """Ask every one of *children* to stop at once (newest first), then wait for all."""
+    stopping: list[Incarnation] = []
+    failure: list[Exception] = []
+    for child in reversed(list(children)):
+        try:
+            inc = request_stop(child)
+        except Exception as exc:
+            failure.append(exc)
+            continue
+        if inc is not None:
+            stopping.append(inc)
+    for inc in stopping:
+        await inc.finished.wait()
+    if failure:
+        raise failure[0]

@@ -28,6 +28,19 @@ class Strategy(StrEnum):
     REST_FOR_ONE = "rest_for_one"
 
 
+class StopOrder(StrEnum):
+    """How a supervisor stops several children (its shutdown, a group restart).
+
+    ``reverse`` is OTP's: newest first, each only after the one before it is gone, for
+    children that depend on their elders. ``concurrent`` is OTP's for the dynamic
+    children of a ``simple_one_for_one`` supervisor: independent, so all are asked to stop
+    at once and awaited together; a child's own subtree still stops before it.
+    """
+
+    REVERSE = "reverse"
+    CONCURRENT = "concurrent"
+
+
 class AutoShutdown(StrEnum):
     """Whether the exit of *significant* children ends the supervisor (OTP 24)."""
 
@@ -165,3 +178,4 @@ class SupervisorOptions(TypedDict, total=False):
     backoff: Backoff | None  #: delay before each restart; default none
     auto_shutdown: AutoShutdown  #: default ``never``
     max_children: int | None  #: default unbounded
+    stop_order: StopOrder  #: default ``reverse`` (newest first, one at a time)

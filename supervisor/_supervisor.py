@@ -51,12 +51,13 @@ from ._errors import (
     describe,
 )
 from ._exits import sole
-from ._lifecycle import run_incarnation, start_in_order, stop_in_order
+from ._lifecycle import run_incarnation, start_in_order, stop_concurrently, stop_in_order
 from ._policy import (
     AutoShutdown,
     Intensity,
     Restart,
     Shutdown,
+    StopOrder,
     Strategy,
     SupervisorOptions,
     should_restart,
@@ -90,6 +91,7 @@ class Supervisor:
         self.backoff = options.get("backoff")
         self.auto_shutdown = AutoShutdown(options.get("auto_shutdown", AutoShutdown.NEVER))
         self.max_children = options.get("max_children")
+        self.stop_order = StopOrder(options.get("stop_order", StopOrder.REVERSE))
         self._children: list[ChildSlot] = []
         self._by_id: dict[str, ChildSlot] = {}
         self._pending: set[PendingRestart] = set()
@@ -306,8 +308,12 @@ class Supervisor:
         await start_in_order(children, self._spawn, self._settle, lambda: self._closing)
 
     async def _stop_all(self, children: Iterable[ChildSlot]) -> None:
-        """Stop *children* newest first, each only after the one before it is gone."""
-        await stop_in_order(children, self._request_stop)
+        """Stop *children* newest first, each only after the one before it is gone (or
+        all at once: ``stop_order=concurrent``)."""
+        if self.stop_order is StopOrder.CONCURRENT:
+            await stop_concurrently(children, self._request_stop)
+        else:
+            await stop_in_order(children, self._request_stop)
 
     # -- restarts ----------------------------------------------------------------------
 

@@ -194,6 +194,7 @@ SUPERVISOR_EXPORTS = [
     "Shutdown",
     "SpecOptions",
     "StartError",
+    "StopOrder",
     "Strategy",
     "Supervisor",
     "SupervisorClosed",

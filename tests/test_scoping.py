@@ -239,14 +239,14 @@ def test_reaping_never_touches_a_pid_it_did_not_see_start() -> None:
     st = read_stat(proc.pid)
     assert st is not None
     assert st.zombie
-    proctree._seen[proc.pid] = st.start + 1  # the pid, as an agent's process had it once
+    proctree.seen_starts[proc.pid] = st.start + 1  # the pid, as an agent's process had it once
     try:
         proctree.reap_orphans()
         after = read_stat(proc.pid)
         assert after is not None
         assert after.zombie
     finally:
-        proctree._seen.pop(proc.pid, None)
+        proctree.seen_starts.pop(proc.pid, None)
         assert proc.wait() == 0
 
 
@@ -260,14 +260,20 @@ async def test_a_stop_that_cannot_kill_gives_up_and_says_what_is_left(
 ) -> None:
     """The shielded stop loop is bounded: a process SIGKILL cannot end (faked here: as one
     in uninterruptible sleep, which cannot be made on purpose) is reported, not awaited."""
-    real_signal = proctree.ProcessTree._signal
+    real_signal = proctree.ProcessTree._signal_each
+    real_killpg = os.killpg
 
     def no_kill(self: proctree.ProcessTree, pids: Any, sig: signal.Signals) -> None:
         # The one fake: the OS boundary drops SIGKILL, as for a process in D state.
         if sig is not signal.SIGKILL:
             real_signal(self, pids, sig)
 
-    monkeypatch.setattr(proctree.ProcessTree, "_signal", no_kill)
+    def no_killpg(pgid: int, sig: int) -> None:
+        if sig != signal.SIGKILL:
+            real_killpg(pgid, sig)
+
+    monkeypatch.setattr(proctree.ProcessTree, "_signal_each", no_kill)
+    monkeypatch.setattr(proctree.os, "killpg", no_killpg)
     monkeypatch.setattr(AgentCgroup, "kill", lambda self: None)  # cgroup.kill, dropped too
     monkeypatch.setattr(proctree, "_KILL_WAIT", 0.05)
     ready = tmp_path / "ready"

@@ -12,8 +12,11 @@ from supervisor import (
     ChildSpec,
     ChildState,
     Outcome,
+    Restart,
     Shutdown,
     StartError,
+    StopOrder,
+    Strategy,
     open_runtime,
     supervisor_spec,
 )
@@ -36,6 +39,73 @@ async def test_children_start_in_order_and_stop_in_reverse() -> None:
         ("stop", "b", 1),
         ("stop", "a", 1),
     ]
+
+
+def _barrier_children(
+    ids: list[str], order: StopOrder, log: list[tuple[str, str]]
+) -> list[ChildSpec]:
+    """Children whose cleanup logs ``asked``/``done``; under ``concurrent`` each also waits
+    until every one of them has been asked (it would hang one at a time)."""
+    everyone_asked = anyio.Event()
+
+    def spec(child_id: str) -> ChildSpec:
+        async def start(ctx: ChildContext) -> None:
+            ctx.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                with ctx.shielded():
+                    log.append(("asked", child_id))
+                    if sum(1 for kind, _ in log if kind == "asked") == len(ids):
+                        everyone_asked.set()
+                    if order is StopOrder.CONCURRENT:
+                        await everyone_asked.wait()
+                    else:
+                        await anyio.sleep(0)  # a moment in which no sibling is asked
+                    log.append(("done", child_id))
+
+        return ChildSpec(child_id, start, restart=Restart.TEMPORARY)
+
+    return [spec(i) for i in ids]
+
+
+@pytest.mark.parametrize("order", list(StopOrder))
+async def test_stop_order_reverse_one_at_a_time_or_concurrent_all_at_once(
+    order: StopOrder,
+) -> None:
+    log: list[tuple[str, str]] = []
+    children = _barrier_children(["a", "b", "c"], order, log)
+    async with open_runtime(events=None) as rt:
+        await rt.start_child(supervisor_spec("s", children, stop_order=order))
+        with anyio.fail_after(5):
+            await rt.terminate("s")
+    if order is StopOrder.REVERSE:  # OTP: newest first, each gone before the next
+        assert log == [
+            ("asked", "c"), ("done", "c"), ("asked", "b"), ("done", "b"),
+            ("asked", "a"), ("done", "a"),
+        ]  # fmt: skip
+    else:  # OTP's simple_one_for_one: every one asked, then all awaited (in any order:
+        # the scheduler runs the woken tasks as it likes)
+        assert sorted(log[:3]) == [("asked", "a"), ("asked", "b"), ("asked", "c")]
+        assert sorted(log[3:]) == [("done", "a"), ("done", "b"), ("done", "c")]
+
+
+async def test_a_concurrent_group_restart_stops_the_siblings_all_at_once() -> None:
+    log: list[tuple[str, str]] = []
+    siblings = _barrier_children(["b", "c"], StopOrder.CONCURRENT, log)
+    probe = Probe()
+    children = [probe.spec("a"), *siblings]
+    async with open_runtime(events=None) as rt:
+        sup = await rt.start_child(
+            supervisor_spec(
+                "s", children, strategy=Strategy.ONE_FOR_ALL, stop_order=StopOrder.CONCURRENT
+            )
+        )
+        probe.crash("a")
+        with anyio.fail_after(5):
+            await probe.wait_starts("a", 2)  # the group restarted: so both were stopped
+        assert sorted(log[:2]) == [("asked", "b"), ("asked", "c")]
+        assert [c.id for c in sup.which_children()] == ["a"]  # temporary siblings deleted
 
 
 async def test_start_failure_rolls_back_and_names_the_child() -> None:

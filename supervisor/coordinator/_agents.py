@@ -17,6 +17,7 @@ from supervisor import (
     ChildSpec,
     Restart,
     Shutdown,
+    StopOrder,
     ZiggieError,
     supervisor_spec,
 )
@@ -160,6 +161,7 @@ def agent_child_spec(
         definition_path=definition,
         nested=nested and spec.level != "L3",
         max_children=spec.max_children,
+        stop_order=StopOrder.CONCURRENT,  # sub-agents are independent: all stop at once
         restart=Restart(spec.restart) if spec.restart else default_restart,
         shutdown=Shutdown.parse(spec.shutdown),
         timeout=float(spec.timeout_seconds),

@@ -22,7 +22,7 @@ import anyio.to_thread
 from anyio.abc import TaskStatus
 
 from actors import become_subreaper, spawn_mechanism, stop_mechanism
-from supervisor import Runtime, ZiggieError, json_events, open_runtime
+from supervisor import Runtime, StopOrder, ZiggieError, json_events, open_runtime
 from supervisor.protocol import LOCK_NAME
 
 if TYPE_CHECKING:
@@ -220,7 +220,8 @@ def serve_home(settings: Settings, *, quiet: bool = False) -> None:
 async def _serve(settings: Settings, quiet: bool) -> None:
     events_file = settings.home / "events.jsonl"
     events = json_events(events_file) if quiet else json_events(sys.stderr, events_file)
-    async with open_runtime("ziggie", events=events) as rt:
+    # Agents are independent of each other: on exit all stop at once, each subtree first.
+    async with open_runtime("ziggie", events=events, stop_order=StopOrder.CONCURRENT) as rt:
         coordinator = Coordinator(rt, settings)
         async with anyio.create_task_group() as tg:
             await tg.start(coordinator.serve)
