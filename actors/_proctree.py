@@ -45,7 +45,15 @@ from ._procfs import (
     subtree,
     wait_gone,
 )
-from ._subreaper import is_subreaper, live_groups, reap_orphans, remember, seen_starts
+from ._subreaper import (
+    hold,
+    is_subreaper,
+    live_groups,
+    reap_held,
+    reap_orphans,
+    remember,
+    seen_starts,
+)
 
 #: SIGKILL rounds a stop tries before it reports what it could not kill (issue 9, item 5).
 _KILL_ROUNDS: Final = 5
@@ -277,7 +285,9 @@ class ProcessTree:
 
         Brutal kill is the one write. The leader's pidfd is waited for as well only while
         the cgroup does not list it: a stop may come before the shim has joined, and
-        the shim then never execs the agent.
+        the shim then never execs the agent. The other members are held by pidfds from
+        the moment they are listed, so the ones that end as our zombies (escapees
+        re-parented to us) are reaped as themselves, whatever became of their pids.
         """
         cg = self.cgroup
         assert cg is not None
@@ -288,36 +298,38 @@ class ProcessTree:
             outside = self.returncode is None and self.pid not in members
             if outside:
                 members.add(self.pid)
-            remember(members)
-            empty = not members and not cg.populated()
-            if grace > 0 and not empty:
-                report.terminated = sorted(members)
-                self._signal_each(members, signal.SIGTERM)
-                with anyio.move_on_after(grace):
-                    if outside:
-                        await self.wait()
-                    empty = await cg.wait_empty(grace)
-            if not empty or (outside and not self._reap_leader()):
-                left = cg.pids()
-                if not self._reap_leader():
-                    left.add(self.pid)
-                remember(left)
-                report.killed = sorted(left)
-                cg.kill()  # one write: every process of the cgroup, forks included
-                if self.pid in left:  # in the cgroup or not yet: its pidfd reaches it
-                    self._signal_each((self.pid,), signal.SIGKILL)
-                with anyio.move_on_after(_KILL_WAIT * _KILL_ROUNDS):
+            held = hold(members - {self.pid})
+            try:
+                empty = not members and not cg.populated()
+                if grace > 0 and not empty:
+                    report.terminated = sorted(members)
+                    self._signal_each(members, signal.SIGTERM)
+                    with anyio.move_on_after(grace):
+                        await self.wait()  # the leader's pidfd: usually the last to go
+                        empty = await cg.wait_empty(grace)
+                if not empty or (outside and not self._reap_leader()):
+                    left = cg.pids() if report.terminated else members
+                    if self._reap_leader():
+                        left.discard(self.pid)
+                    else:
+                        left.add(self.pid)
+                    held.update(hold(left - held.keys() - {self.pid}))
+                    report.killed = sorted(left)
+                    cg.kill()  # one write: every process of the cgroup, forks included
+                    if self.pid in left:  # in the cgroup or not yet: its pidfd reaches it
+                        self._signal_each((self.pid,), signal.SIGKILL)
+                        with anyio.move_on_after(_KILL_WAIT):
+                            await self.wait()  # usually the last to go: then all are
                     empty = await cg.wait_empty(_KILL_WAIT * _KILL_ROUNDS)
-                    await self.wait()
+                if not self._reap_leader():
+                    # populated 0 comes as it leaves the cgroup, a moment before its exit
+                    with anyio.move_on_after(_KILL_WAIT):
+                        await self.wait()
                 if not empty or self.returncode is None:
                     alive = {self.pid} if self.returncode is None else set()
                     report.left = sorted(cg.pids() | alive)
-                members |= left
-            if self.returncode is None and not self._reap_leader():
-                # populated 0 comes as it leaves the cgroup, a moment before its exit
-                with anyio.move_on_after(_KILL_WAIT):
-                    await self.wait()
-            reap_orphans(members)
+            finally:
+                reap_held(held)  # after the leader: its orphans are ours by then
             if empty:
                 cg.remove()
         live_groups.pop(self.pgid, None)

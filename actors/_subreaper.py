@@ -93,3 +93,22 @@ def reap_orphans(among: Iterable[int] | None = None) -> list[int]:
                 reaped.append(pid)
                 seen_starts.pop(pid, None)
     return reaped
+
+
+def hold(pids: Iterable[int]) -> dict[int, int]:
+    """A pidfd for each of *pids* still there (zombies included): see :func:`reap_held`."""
+    held = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            held[pid] = os.pidfd_open(pid)
+    return held
+
+
+def reap_held(held: dict[int, int]) -> None:
+    """Reap those of *held* that are our zombies, by pidfd: no pid-reuse race, and no
+    ``/proc`` read; the others (not our children, or still alive) are left be."""
+    for fd in held.values():
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
+        os.close(fd)
+    held.clear()
