@@ -244,7 +244,9 @@ class ProcessTree:
                 remember(subtree(self.pid))
                 report.terminated.append(self.pid)
                 self._signal((self.pid,), signal.SIGTERM if grace > 0 else signal.SIGKILL)
-                with anyio.move_on_at(deadline):
+                # Brutal: the group has SIGKILL, so its leader goes at once; the tree is
+                # read once it has, not while all of it is still dying.
+                with anyio.move_on_at(deadline if grace > 0 else deadline + _KILL_WAIT):
                     await self.wait()
             rounds = 0
             while True:
