@@ -85,8 +85,9 @@ class Cgroups:
     controllers: frozenset[str]
 
     def child(self, name: str) -> AgentCgroup:
-        path = self.path / _SAFE.sub("_", name)
-        path.mkdir(mode=0o755, exist_ok=True)
+        path = f"{self.path}/{_SAFE.sub('_', name)}"  # strings: this is on every spawn
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o755)
         return AgentCgroup(path)
 
     def kill_all(self) -> None:
@@ -108,11 +109,11 @@ class AgentCgroup:
 
     __slots__ = ("_events", "_kill", "_procs", "path")
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._procs = str(path / "cgroup.procs")
-        self._events = str(path / "cgroup.events")
-        self._kill = str(path / "cgroup.kill")
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._procs = f"{path}/cgroup.procs"
+        self._events = f"{path}/cgroup.events"
+        self._kill = f"{path}/cgroup.kill"
 
     def __repr__(self) -> str:
         return f"AgentCgroup({str(self.path)!r})"
