@@ -29,11 +29,15 @@ _DRAIN_SECONDS = 5.0
 
 
 class ProcessExit(ZiggieError):
-    """The agent process exited abnormally: non-zero code, or killed by a signal."""
+    """The agent process exited abnormally: non-zero code, or killed by a signal (``oom``
+    when that was the OOM killer at the cgroup's ``memory.max``)."""
 
-    def __init__(self, returncode: int) -> None:
+    def __init__(self, returncode: int, *, oom: bool = False) -> None:
         self.returncode = returncode
-        if returncode < 0:
+        self.oom = oom
+        if oom:
+            super().__init__(f"oom: killed by the OOM killer (signal {-returncode}, memory.max)")
+        elif returncode < 0:
             super().__init__(f"killed by signal {-returncode}")
         else:
             super().__init__(f"exited with code {returncode}")
@@ -58,6 +62,8 @@ class ProcessHandle:
     supervisor: Supervisor | None = None
     returncode: int | None = None
     last_stop: StopReport | None = None
+    #: The OOM killer ended it (the cgroup's ``memory.events`` counted an ``oom_kill``).
+    oom: bool = False
 
     def usage(self) -> dict[str, float]:
         """CPU seconds, RSS bytes and process count of the whole tree."""
@@ -190,7 +196,7 @@ async def _run_process(
         if log:
             log.close()
     if returncode:
-        raise ProcessExit(returncode)
+        raise ProcessExit(returncode, oom=handle.oom)
 
 
 async def _supervise(
@@ -211,7 +217,9 @@ async def _supervise(
         ctx.started(handle)
         returncode = await tree.wait()
     handle.returncode = returncode
-    ctx.emit("process_exited", pid=tree.pid, **exit_fields(returncode))
+    handle.oom = returncode < 0 and tree.oom_killed()
+    oom = {"reason": "oom"} if handle.oom else {}
+    ctx.emit("process_exited", pid=tree.pid, **exit_fields(returncode), **oom)
     return returncode
 
 

@@ -338,6 +338,10 @@ class ProcessTree:
         report.seconds = time.perf_counter() - t0
         return report
 
+    def oom_killed(self) -> bool:
+        """Whether the OOM killer struck in this incarnation's cgroup (``memory.events``)."""
+        return self.cgroup is not None and self.cgroup.oom_killed()
+
     def _reap_leader(self) -> bool:
         """Reap the leader if it has exited (no waiting); True once it is reaped."""
         if self.returncode is None and self.popen.poll() is not None:

@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 from actors import ProcessHandle, cgroup_controllers, process_spec, spawn_mechanism, token
-from actors._cgroup import CGEXEC, cgroup2_mount, exec_shim, runtime_cgroups
+from actors._cgroup import CGEXEC, AgentCgroup, cgroup2_mount, exec_shim, runtime_cgroups
 from supervisor import Shutdown, StartError, no_events, open_runtime
 from supervisor.coordinator import Settings, open_coordinator
 from supervisor.protocol import AgentSpec
@@ -239,6 +239,73 @@ async def test_a_fork_bomb_is_contained_by_pids_max(tmp_path: Path) -> None:
         await rt.terminate("bomb")
         assert handle.last_stop is not None
         assert handle.last_stop.left == []
+
+
+HOG = textwrap.dedent(
+    """
+    import time
+    hog = []
+    for _ in range(256):  # bounded: at most 256 MiB, far past the 32 MiB limit
+        hog.append(bytearray(1 << 20))
+    time.sleep(30)
+    """
+)
+
+
+@pytest.mark.anyio
+async def test_an_agent_over_memory_max_exits_with_reason_oom(tmp_path: Path) -> None:
+    controllers = cgroup_controllers()
+    if controllers is None or "memory" not in controllers:
+        loud_skip("the memory controller is not enabled here: the OOM test did not run")
+    from .helpers import recording
+
+    spec = process_spec(
+        "hog", [sys.executable, "-c", HOG], limits={"memory": str(32 << 20)}, restart="temporary"
+    )
+    with recording() as (events, seen):
+        async with open_runtime(events=events) as rt:
+            await rt.start_child(spec)
+            with anyio.fail_after(30):
+                while "hog" in rt:  # a temporary child is gone once it has exited
+                    await anyio.sleep(0.01)
+    exited = [f for n, f in seen if n == "process_exited"]
+    assert exited[0]["reason"] == "oom"
+    reasons = [f["reason"] for n, f in seen if n == "exited"]
+    assert reasons[0].startswith("ProcessExit: oom: killed by the OOM killer")
+
+
+@pytest.mark.anyio
+async def test_an_oom_kill_is_told_from_any_other_sigkill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wiring where the memory controller is off (as here): the one fake is the OOM
+    killer's count in ``memory.events``; the SIGKILL and the exit are real."""
+    _need_cgroups()
+    from .helpers import recording
+
+    with recording() as (events, seen):
+        async with open_runtime(events=events) as rt:
+            plain: ProcessHandle = await rt.start_child(
+                process_spec("plain", ["sleep", "60"], restart="temporary")
+            )
+            os.kill(plain.pid, signal.SIGKILL)
+            with anyio.fail_after(10):
+                while "plain" in rt:
+                    await anyio.sleep(0.01)
+            monkeypatch.setattr(AgentCgroup, "oom_killed", lambda self: True)
+            hog: ProcessHandle = await rt.start_child(
+                process_spec("hog", ["sleep", "60"], restart="temporary")
+            )
+            os.kill(hog.pid, signal.SIGKILL)
+            with anyio.fail_after(10):
+                while "hog" in rt:
+                    await anyio.sleep(0.01)
+    exited = {f["agent_id"]: f for n, f in seen if n == "process_exited"}
+    assert "reason" not in exited["plain"]
+    assert exited["hog"]["reason"] == "oom"
+    reasons = {f["agent_id"]: f["reason"] for n, f in seen if n == "exited"}
+    assert reasons["plain"] == "ProcessExit: killed by signal 9"
+    assert reasons["hog"].startswith("ProcessExit: oom: killed by the OOM killer")
 
 
 @pytest.mark.anyio
