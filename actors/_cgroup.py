@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
+import psutil
 
 from . import _watchdog
 
@@ -136,10 +137,14 @@ class AgentCgroup:
             return set()
 
     def populated(self) -> bool:
+        """From ``cgroup.events``; a cgroup that is gone is empty, one that cannot be read
+        (no fds left, say) counts as populated: empty is never assumed."""
         try:
             return b"populated 1" in _read(self._events)
-        except OSError:
+        except FileNotFoundError:
             return False
+        except OSError:
+            return True
 
     def kill(self) -> None:
         """SIGKILL every process in the cgroup, atomically (forks included)."""
@@ -157,12 +162,17 @@ class AgentCgroup:
         if INotify is None:  # pragma: no cover - inotify is what makes this event-driven
             return False
         # Pooled: closing an inotify instance costs ~0.5 ms (measured), a watch ~10 us.
-        ino = _INOTIFY_POOL.pop() if _INOTIFY_POOL else INotify(nonblocking=True)
+        try:
+            ino = _INOTIFY_POOL.pop() if _INOTIFY_POOL else INotify(nonblocking=True)
+        except OSError:  # no inotify instance to be had (EMFILE): ask every 10 ms instead
+            return await self._poll_empty(timeout)
         try:
             wd = ino.add_watch(self._events, _flags.MODIFY)  # before the check: no lost wake-up
-        except OSError:  # removed: nothing can be in it
+        except OSError as exc:
             _INOTIFY_POOL.append(ino)
-            return True
+            if isinstance(exc, FileNotFoundError):  # removed: nothing can be in it
+                return True
+            return await self._poll_empty(timeout)  # no watch to be had (ENOSPC)
         try:
             with anyio.move_on_after(timeout):
                 while self.populated():
@@ -175,6 +185,15 @@ class AgentCgroup:
             with contextlib.suppress(OSError):
                 ino.read(timeout=0)  # drain, so the next user starts clean
             _INOTIFY_POOL.append(ino)
+        return not self.populated()
+
+    async def _poll_empty(self, timeout: float) -> bool:  # noqa: ASYNC109 - a stop's bound
+        """:meth:`wait_empty` where inotify is out of resources: slower, never wrong."""
+        with anyio.move_on_after(timeout):
+            # ASYNC110: with no inotify to be had, polling is the only way left.
+            while self.populated():  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            return True
         return not self.populated()
 
     def limit(self, limits: dict[str, str]) -> None:
@@ -206,6 +225,19 @@ class AgentCgroup:
             return int((self.path / "memory.current").read_text())
         except (OSError, ValueError):
             return None
+
+    def usage(self, also: set[int]) -> dict[str, float]:
+        """``cpu.stat`` and ``memory.current`` (where the memory controller is on; else
+        the RSS of its processes), and its process count, with *also* counted in."""
+        pids = self.pids() | also
+        mem = self.memory_bytes()
+        if mem is None:
+            mem = 0
+            for pid in pids:
+                with contextlib.suppress(psutil.Error):
+                    mem += psutil.Process(pid).memory_info().rss
+        cpu = self.cpu_seconds() or 0.0
+        return {"cpu_seconds": round(cpu, 3), "rss_bytes": float(mem), "processes": len(pids)}
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
@@ -294,11 +326,15 @@ def check_program(program: str, cwd: str | os.PathLike[str], env: Mapping[bytes,
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
         return program  # relative to cwd, which the shim runs in, as Popen would
-    search = env.get(b"PATH", os.environ.get("PATH", os.defpath).encode()).decode()
-    found = shutil.which(program, path=search)
+    # As Popen (os.get_exec_path): the agent's PATH, else the default; a relative entry
+    # is relative to the directory the agent starts in.
+    search = os.fsdecode(env.get(b"PATH", os.defpath.encode()))
+    here = os.fspath(cwd)
+    dirs = [d if os.path.isabs(d) else os.path.join(here, d) for d in search.split(os.pathsep)]
+    found = shutil.which(program, path=os.pathsep.join(dirs))
     if found is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-    return found
+    return os.path.abspath(found)  # checked from here: the shim runs it from the agent's cwd
 
 
 def stop_mechanism() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -217,7 +218,7 @@ async def _supervise(
         ctx.started(handle)
         returncode = await tree.wait()
     handle.returncode = returncode
-    handle.oom = returncode < 0 and tree.oom_killed()
+    handle.oom = returncode == -signal.SIGKILL and tree.oom_killed()
     oom = {"reason": "oom"} if handle.oom else {}
     ctx.emit("process_exited", pid=tree.pid, **exit_fields(returncode), **oom)
     return returncode

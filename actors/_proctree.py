@@ -300,26 +300,30 @@ class ProcessTree:
             outside = self.returncode is None and self.pid not in members
             if outside:
                 members.add(self.pid)
-            held = hold(members - {self.pid})
+            held = hold(members - {self.pid}, cg.pids)
+            empty = False
             try:
-                empty = not members and not cg.populated()
-                if grace > 0 and not empty:
+                graceful = grace > 0 and bool(members)
+                if graceful:
                     report.terminated = sorted(members)
-                    self._signal_each(members, signal.SIGTERM)
+                    self._signal_each(members, signal.SIGTERM, held)
                     with anyio.move_on_after(grace):
                         await self.wait()  # the leader's pidfd: usually the last to go
                         empty = await cg.wait_empty(grace)
-                if not empty or (outside and not self._reap_leader()):
-                    left = cg.pids() if report.terminated else members
+                elif not members:
+                    empty = not cg.populated()
+                if not empty:
+                    left = cg.pids() if graceful else members
                     if self._reap_leader():
                         left.discard(self.pid)
                     else:
                         left.add(self.pid)
-                    held.update(hold(left - held.keys() - {self.pid}))
+                    held.update(hold(left - held.keys() - {self.pid}, cg.pids))
                     report.killed = sorted(left)
+                    if self.pid in left:  # first: a shim not yet in the cgroup cannot
+                        self._signal_each((self.pid,), signal.SIGKILL, held)  # join, fork
                     cg.kill()  # one write: every process of the cgroup, forks included
-                    if self.pid in left:  # in the cgroup or not yet: its pidfd reaches it
-                        self._signal_each((self.pid,), signal.SIGKILL)
+                    if self.pid in left:
                         with anyio.move_on_after(_KILL_WAIT):
                             await self.wait()  # usually the last to go: then all are
                     empty = await cg.wait_empty(_KILL_WAIT * _KILL_ROUNDS)
@@ -331,7 +335,8 @@ class ProcessTree:
                     alive = {self.pid} if self.returncode is None else set()
                     report.left = sorted(cg.pids() | alive)
             finally:
-                reap_held(held)  # after the leader: its orphans are ours by then
+                # After the leader: its orphans are ours by then.
+                await reap_held(held, wait=_KILL_WAIT if empty else 0)
             if empty:
                 cg.remove()
         live_groups.pop(self.pgid, None)
@@ -349,15 +354,18 @@ class ProcessTree:
             self._close_pidfd()
         return self.returncode is not None
 
-    def _signal_each(self, pids: Iterable[int], sig: signal.Signals) -> None:
-        """*sig* to each of *pids*; the leader through its pidfd (no pid-reuse race)."""
+    def _signal_each(
+        self, pids: Iterable[int], sig: signal.Signals, held: Mapping[int, int] | None = None
+    ) -> None:
+        """*sig* to each of *pids*, through a pidfd where there is one (the leader's, or
+        *held*): no pid-reuse race."""
         for pid in pids:
-            if pid == self.pid and self._pidfd is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    signal.pidfd_send_signal(self._pidfd, sig)
-                continue
+            fd = self._pidfd if pid == self.pid else (held or {}).get(pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
+                if fd is not None:
+                    signal.pidfd_send_signal(fd, sig)
+                else:
+                    os.kill(pid, sig)
 
     def _signal(self, pids: Iterable[int], sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -369,21 +377,8 @@ class ProcessTree:
 
         From the cgroup where there is one (``cpu.stat``, ``memory.current``), else psutil.
         """
-        cg = self.cgroup
-        if cg is not None:  # the leader counts before its shim has joined the cgroup
-            pids = cg.pids() | ({self.pid} if self.returncode is None else set())
-            cpu_s = cg.cpu_seconds()
-            mem = cg.memory_bytes()
-            if mem is None:  # no memory controller here: RSS of the cgroup's processes
-                mem = 0
-                for pid in pids:
-                    with contextlib.suppress(psutil.Error):
-                        mem += psutil.Process(pid).memory_info().rss
-            return {
-                "cpu_seconds": round(cpu_s or 0.0, 3),
-                "rss_bytes": float(mem),
-                "processes": len(pids),
-            }
+        if self.cgroup is not None:  # the leader counts before its shim has joined it
+            return self.cgroup.usage({self.pid} if self.returncode is None else set())
         cpu = rss = 0.0
         count = 0
         for pid in self.live_members():

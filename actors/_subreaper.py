@@ -7,8 +7,10 @@ import contextlib
 import ctypes
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
+
+import anyio
 
 from ._procfs import CHILD_LISTS, Stat, all_stats, children, read_stat
 
@@ -63,19 +65,14 @@ def remember(pids: Iterable[int], stats: Mapping[int, Stat] | None = None) -> No
             seen_starts[pid] = st.start
 
 
-def reap_orphans(among: Iterable[int] | None = None) -> list[int]:
+def reap_orphans() -> list[int]:
     """Reap our zombie children that were agents' members (subreaper duty).
 
     A live agent leader is left to its own ``wait()``; so is any process we never saw as
-    an agent's member (the host's own subprocesses). *among* limits the look to one
-    agent's processes: a cgroup stop knows them, and reading all our children at every
-    stop made stopping n agents O(n^2).
+    an agent's member (the host's own subprocesses).
     """
     me = os.getpid()
-    if among is not None:
-        pids: Iterable[int] = among
-    else:
-        pids = children(me) if CHILD_LISTS else [st.pid for st in all_stats().values()]
+    pids = children(me) if CHILD_LISTS else [st.pid for st in all_stats().values()]
     reaped = []
     for pid in pids:
         seen = seen_starts.get(pid)
@@ -95,20 +92,46 @@ def reap_orphans(among: Iterable[int] | None = None) -> list[int]:
     return reaped
 
 
-def hold(pids: Iterable[int]) -> dict[int, int]:
-    """A pidfd for each of *pids* still there (zombies included): see :func:`reap_held`."""
+def hold(pids: Iterable[int], listed: Callable[[], set[int]]) -> dict[int, int]:
+    """A pidfd for each of *pids* (zombies included), kept only where *listed* (the
+    cgroup's list, read again after the opens) still names the pid: a pid that left it
+    meanwhile may already belong to another process. See :func:`reap_held`."""
     held = {}
     for pid in pids:
         with contextlib.suppress(OSError):
             held[pid] = os.pidfd_open(pid)
+    if held:
+        still = listed()
+        for pid in [p for p in held if p not in still]:
+            os.close(held.pop(pid))
     return held
 
 
-def reap_held(held: dict[int, int]) -> None:
+async def reap_held(held: dict[int, int], *, wait: float) -> None:
     """Reap those of *held* that are our zombies, by pidfd: no pid-reuse race, and no
-    ``/proc`` read; the others (not our children, or still alive) are left be."""
-    for fd in held.values():
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
-        os.close(fd)
-    held.clear()
+    ``/proc`` read. One still exiting (``populated 0`` comes a moment before the exit
+    is complete) or not yet re-parented to us gets up to *wait* seconds for its pidfd;
+    the others (not our children) are left be."""
+    try:
+        late = [fd for fd in held.values() if not _reap(fd)]
+        if late and wait > 0:
+            with anyio.move_on_after(wait):
+                for fd in late:
+                    await anyio.wait_readable(fd)  # exited (its orphans re-parented)
+            for fd in late:
+                _reap(fd)
+    finally:
+        for fd in held.values():
+            os.close(fd)
+        held.clear()
+
+
+def _reap(fd: int) -> bool:
+    """Reap the process behind pidfd *fd* if it is our zombie; False if it may still be
+    ours to reap later (alive, or not yet re-parented to us)."""
+    try:
+        return os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG) is not None
+    except ChildProcessError:
+        return False
+    except OSError:
+        return True

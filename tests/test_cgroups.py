@@ -49,7 +49,9 @@ def _alive(pid: int) -> bool:
 
 async def _ready(path: Path) -> list[int]:
     with anyio.fail_after(20):
-        while not path.exists():  # another process writes it: no event to await
+        # Another process writes it: no event to await. Whole lines only (`echo > f`
+        # creates the file before it writes).
+        while not path.exists() or not path.read_text().endswith("\n"):
             await anyio.sleep(0.01)
     return [int(x) for x in path.read_text().split()]
 
@@ -257,6 +259,8 @@ async def test_an_agent_over_memory_max_exits_with_reason_oom(tmp_path: Path) ->
     controllers = cgroup_controllers()
     if controllers is None or "memory" not in controllers:
         loud_skip("the memory controller is not enabled here: the OOM test did not run")
+    if len(Path("/proc/swaps").read_text().splitlines()) > 1:  # it would swap, not die
+        loud_skip("swap is on here: memory.max alone does not OOM-kill; the test did not run")
     from .helpers import recording
 
     spec = process_spec(
@@ -420,3 +424,28 @@ def test_cgexec_source_builds_and_keeps_the_shell_contract(tmp_path: Path, varia
     usage = subprocess.run([binary], capture_output=True, text=True)
     assert usage.returncode == 126
     assert "usage" in usage.stderr
+
+
+@pytest.mark.anyio
+async def test_the_program_is_found_as_popen_would_find_it(tmp_path: Path) -> None:
+    """Through a shim, PATH search is ours: the agent's PATH (relative entries from its
+    own working directory), else the default PATH; never the runtime's PATH."""
+    _need_cgroups()
+    work = tmp_path / "work"
+    (work / "bin").mkdir(parents=True)
+    tool = work / "bin" / "my-tool"
+    tool.write_text("#!/bin/sh\necho $$ > found\nexec sleep 60\n")
+    tool.chmod(0o755)
+    async with open_runtime(events=no_events()) as rt:
+        env = {"PATH": f"bin{os.pathsep}/usr/bin{os.pathsep}/bin"}
+        handle: ProcessHandle = await rt.start_child(
+            process_spec("tool", ["my-tool"], cwd=work, env=env)
+        )
+        assert await _ready(work / "found") == [handle.pid]  # it ran, as the leader
+        bare = ["sh", "-c", "echo $$ > bare; exec sleep 60"]
+        no_path: ProcessHandle = await rt.start_child(process_spec("bare", bare, cwd=work, env={}))
+        assert await _ready(work / "bare") == [no_path.pid]  # sh, from the default PATH
+        with pytest.raises(StartError, match="my-tool"):
+            await rt.start_child(process_spec("elsewhere", ["my-tool"], cwd=tmp_path, env=env))
+        await rt.terminate("tool")
+        await rt.terminate("bare")

@@ -243,6 +243,7 @@ def test_sigkilled_runtime_takes_its_agents_and_their_escapees_with_it(
     program = textwrap.dedent(
         f"""
         import sys, trio
+        from pathlib import Path
         from actors import process_spec
         from supervisor import no_events, open_runtime
 
@@ -251,7 +252,8 @@ def test_sigkilled_runtime_takes_its_agents_and_their_escapees_with_it(
                 for i in range(3):
                     mode = ("plain", "setsid_grandchild", "double_fork")[i]
                     argv = [sys.executable, {BEHAVE!r}, mode, {str(ready)!r} + str(i)]
-                    await rt.start_child(process_spec(f"orphan-{{i}}", argv))
+                    log = Path({str(ready)!r} + str(i) + ".log")  # not our stdout: "up" only
+                    await rt.start_child(process_spec(f"orphan-{{i}}", argv, log_path=log))
                 print("up", flush=True)
                 await trio.sleep_forever()
         trio.run(main)

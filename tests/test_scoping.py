@@ -263,10 +263,10 @@ async def test_a_stop_that_cannot_kill_gives_up_and_says_what_is_left(
     real_signal = proctree.ProcessTree._signal_each
     real_killpg = os.killpg
 
-    def no_kill(self: proctree.ProcessTree, pids: Any, sig: signal.Signals) -> None:
+    def no_kill(self: proctree.ProcessTree, pids: Any, sig: signal.Signals, *held: Any) -> None:
         # The one fake: the OS boundary drops SIGKILL, as for a process in D state.
         if sig is not signal.SIGKILL:
-            real_signal(self, pids, sig)
+            real_signal(self, pids, sig, *held)
 
     def no_killpg(pgid: int, sig: int) -> None:
         if sig != signal.SIGKILL:
