@@ -91,10 +91,6 @@ class Cgroups:
             os.mkdir(path, 0o755)
         return AgentCgroup(path)
 
-    def kill_all(self) -> None:
-        with contextlib.suppress(OSError):
-            (self.path / "cgroup.kill").write_text("1")
-
 
 def _read(path: str) -> bytes:
     """One small kernel file, without pathlib or text layers: a stop reads several."""
@@ -125,10 +121,7 @@ class AgentCgroup:
 
     def wrap(self, argv: list[str], program: str) -> list[str]:
         """*argv* (whose executable is *program*), joining this cgroup before it runs."""
-        shim = exec_shim()
-        if shim is None:
-            return ["/bin/sh", "-c", SHIM, self._procs, *argv]
-        return [shim, self._procs, program, *argv]
+        return shim_argv(exec_shim(), self._procs, program, argv)
 
     def pids(self) -> set[int]:
         try:
@@ -313,6 +306,14 @@ def exec_shim() -> str | None:
         return None
     path = CGEXEC if chosen == "auto" else Path(chosen)
     return str(path) if os.access(path, os.X_OK) and path.is_file() else None
+
+
+def shim_argv(shim: str | None, procs_file: str, program: str, argv: list[str]) -> list[str]:
+    """*argv* run through *shim* (a ``ziggie-cgexec``; None: the shell shim), which joins
+    the cgroup of *procs_file* before it execs *program*."""
+    if shim is None:
+        return ["/bin/sh", "-c", SHIM, procs_file, *argv]
+    return [shim, procs_file, program, *argv]
 
 
 def check_program(program: str, cwd: str | os.PathLike[str], env: Mapping[bytes, bytes]) -> str:

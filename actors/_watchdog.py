@@ -135,9 +135,8 @@ def _send(line: str) -> None:
 def watch(pgid: int, tok: str | None = None) -> None:
     """Kill process group *pgid* if this runtime dies before :func:`unwatch`, and sweep
     every process carrying *tok* (default: :func:`token`) then."""
-    if tok is not None and tok not in _tokens and tok != token():
-        _tokens.add(tok)
-        _send(f"t{tok}\n")
+    if tok is not None:
+        watch_token(tok)
     _send(f"+{pgid}\n")
 
 

@@ -20,7 +20,7 @@ import psutil
 import trio
 
 from actors import become_subreaper, process_spec, spawn_mechanism, stop_mechanism, token
-from actors._cgroup import SHIM, exec_shim, runtime_cgroups
+from actors._cgroup import exec_shim, runtime_cgroups, shim_argv
 from actors._watchdog import watchdog_pid
 from bench._table import ms, table, verdict
 from supervisor import (
@@ -154,12 +154,7 @@ def raw_shim_spawn(shim: str | None) -> float:
         cg = base / str(i)
         cg.mkdir()
         made.append(cg)
-        procs_file = str(cg / "cgroup.procs")
-        argv = (
-            [shim, procs_file, program, *PLAIN]
-            if shim
-            else ["/bin/sh", "-c", SHIM, procs_file, *PLAIN]
-        )
+        argv = shim_argv(shim, str(cg / "cgroup.procs"), program, PLAIN)
         procs.append(subprocess.Popen(argv, start_new_session=True))
     took = time.perf_counter() - t0
     for p in procs:
@@ -179,12 +174,7 @@ def raw_cgroup_kill() -> float:
     sh = shutil.which(WITH_GRANDCHILD[0])
     assert sh is not None
     for cg in groups:
-        procs_file = str(cg / "cgroup.procs")
-        argv = (
-            [shim, procs_file, sh, *WITH_GRANDCHILD]
-            if shim
-            else ["/bin/sh", "-c", SHIM, procs_file, *WITH_GRANDCHILD]
-        )
+        argv = shim_argv(shim, str(cg / "cgroup.procs"), sh, WITH_GRANDCHILD)
         procs.append(subprocess.Popen(argv, start_new_session=True))
     for cg in groups:
         while len((cg / "cgroup.procs").read_text().split()) < 2:

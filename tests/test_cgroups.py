@@ -39,6 +39,12 @@ def _need_cgroups() -> None:
         loud_skip(message)
 
 
+def _need_controller(name: str, test: str) -> None:
+    controllers = cgroup_controllers()
+    if controllers is None or name not in controllers:
+        loud_skip(f"the {name} controller is not enabled here: the {test} test did not run")
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -224,9 +230,7 @@ BOMB = textwrap.dedent(
 
 @pytest.mark.anyio
 async def test_a_fork_bomb_is_contained_by_pids_max(tmp_path: Path) -> None:
-    controllers = cgroup_controllers()
-    if controllers is None or "pids" not in controllers:
-        loud_skip("the pids controller is not enabled here: the fork-bomb test did not run")
+    _need_controller("pids", "fork-bomb")
     log = tmp_path / "bomb.log"
     spec = process_spec(
         "bomb", [sys.executable, "-c", BOMB], log_path=log, limits={"pids": "16"}, shutdown=0
@@ -256,9 +260,7 @@ HOG = textwrap.dedent(
 
 @pytest.mark.anyio
 async def test_an_agent_over_memory_max_exits_with_reason_oom(tmp_path: Path) -> None:
-    controllers = cgroup_controllers()
-    if controllers is None or "memory" not in controllers:
-        loud_skip("the memory controller is not enabled here: the OOM test did not run")
+    _need_controller("memory", "OOM")
     if len(Path("/proc/swaps").read_text().splitlines()) > 1:  # it would swap, not die
         loud_skip("swap is on here: memory.max alone does not OOM-kill; the test did not run")
     from .helpers import recording

@@ -76,6 +76,11 @@ def host_of(service: AgentService, agent_id: str) -> RemoteHandle | None:
     return None
 
 
+def hosted_in(service: AgentService, agent_id: str) -> RemoteHandle | None:
+    """The host *agent_id* runs inside, when it is a child there (not a placed agent)."""
+    return None if agent_id in service.rt else host_of(service, agent_id)
+
+
 async def deploy_remote(
     host: RemoteHandle, spec: AgentSpec, parent_id: str, env: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -96,7 +101,7 @@ async def deploy_remote(
 def live(service: AgentService, agent_id: str) -> bool:
     if agent_id in service.rt:
         return service.rt.info(agent_id).state is not ChildState.STOPPED
-    row = service.journal.agent(agent_id) if host_of(service, agent_id) else None
+    row = service.journal.agent(agent_id) if hosted_in(service, agent_id) else None
     return row is not None and row["state"] == AgentState.RUNNING
 
 

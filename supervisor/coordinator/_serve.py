@@ -68,9 +68,9 @@ class Coordinator:
             self.http = HttpTransport(self.service, settings.http, public=settings.http_public)
             self.service.agent_env.append(self.http.agent_env)
         if settings.ray is not None:
-            from ._ray import RayEngine, import_ray
+            from ._ray import RayEngine
 
-            import_ray()  # refused at once, with the extra to install, without Ray
+            check_ray(settings)  # refused at once, with the extra to install, without Ray
             self.service.ray = RayEngine(settings.ray, token=self.service.token)
 
     @property

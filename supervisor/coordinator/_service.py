@@ -223,8 +223,8 @@ class AgentService:
         assert agent_id is not None
         wrapper = wrapper_id(agent_id)
         ours = self._wrappers.get(wrapper) == agent_id and wrapper in self.rt
-        host = _placed.host_of(self, agent_id)
-        if host is not None and agent_id not in self.rt:  # it runs in a placed agent's host
+        host = _placed.hosted_in(self, agent_id)
+        if host is not None:  # it runs in a placed agent's host
             return await _placed.terminate_request(self, request, host, agent_id)
         # An agent waiting out its restart backoff is not running, yet still supervised:
         # terminating it ends its own supervisor, so it is not started again (item 1).
@@ -273,8 +273,8 @@ class AgentService:
         agent_id = request.target_agent_id
         assert agent_id is not None
         try:
-            host = _placed.host_of(self, agent_id)
-            if host is not None and agent_id not in self.rt:
+            host = _placed.hosted_in(self, agent_id)
+            if host is not None:
                 return await _placed.restart_request(request, host, agent_id)
             if agent_id in self.rt:
                 handle = await self.rt.restart(agent_id)
@@ -354,9 +354,11 @@ class AgentService:
         (the child spec is None under a placed agent: its host builds and checks it)."""
         supervisor, parent_id = _nesting.placement(self, parent_agent, spec)
         child: ChildSpec | None = None
-        if isinstance(spec.placement, RayPlacement) and not isinstance(supervisor, RemoteHandle):
+        if isinstance(supervisor, RemoteHandle):
+            pass  # its host builds and checks the child spec
+        elif isinstance(spec.placement, RayPlacement):
             child = _placed.placed_child(self, spec, parent_id, self.agent_env_of(spec))
-        elif not isinstance(supervisor, RemoteHandle):
+        else:
             child = agent_child_spec(
                 spec,
                 self.home,

@@ -67,18 +67,16 @@ class AgentHost:
         self._end_seen: trio.Event | None = None
         self._thread = threading.Thread(target=trio.run, args=(_main, self), daemon=True)
         self._stopping = 0  #: stops in progress: the lease waits for them
+        #: Fate-sharing that needs no help from Ray: the proxy polls for events every few
+        #: seconds; a host that hears nothing for *lease* seconds has lost its coordinator,
+        #: so it stops its agents (children first) and exits. The lease starts with the
+        #: agent (:meth:`start`): a spare host (see ``RayEngine.host``) waits unleased.
         self._touched: float = time.monotonic()
         self._lease: float = lease
         self._thread.start()
         self._ready.wait()
         if self._rt is None:
             raise RuntimeError("the host's runtime did not start")
-        #: Fate-sharing that needs no help from Ray: the proxy polls for events every few
-        #: seconds; a host that hears nothing for *lease* seconds has lost its coordinator,
-        #: so it stops its agents (children first) and exits.
-        #: It starts with the agent: a spare host (see ``RayEngine.host``) waits unleased.
-        self._lease = lease
-        self._touched = time.monotonic()
 
     def _keep_lease(self) -> None:
         while self._stopping or time.monotonic() - self._touched < self._lease:

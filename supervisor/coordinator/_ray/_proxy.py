@@ -49,11 +49,16 @@ class RemoteHandle:
 
     async def call(self, method: str, *args: Any) -> Any:
         """Call the host actor; its death is a :class:`RemoteExit`."""
-        ray = self.engine.ray
         try:
             return await self.engine.call(getattr(self.actor, method).remote(*args))
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        except _host_died(self.engine) as exc:
             raise RemoteExit(f"the host of {self.agent_id!r} on {self.node} died") from exc
+
+
+def _host_died(engine: RayEngine) -> tuple[type[BaseException], ...]:
+    """What a call raises when its host actor (or its node) is gone."""
+    errors = engine.ray.exceptions
+    return (errors.RayActorError, errors.ActorUnavailableError)
 
 
 def placed_spec(
@@ -95,7 +100,7 @@ def placed_spec(
                 raise RemoteExit(
                     f"no node took {agent_id!r} within {start_timeout} s (is the cluster busy?)"
                 ) from None
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            except _host_died(engine) as exc:
                 raise RemoteExit(f"the host of {agent_id!r} died while starting") from exc
             if "error" in info:
                 raise RemoteExit(info["error"])
