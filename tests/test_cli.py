@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,31 +15,13 @@ import yaml
 
 from supervisor.protocol import read_definition
 
+from .cli_helpers import PY, ROOT, py, ziggie
 from .queue_helpers import reap_descendants, serve_process
-
-ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
-
-
-def ziggie(*args: str, home: Path | None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    extra = ["--home", str(home)] if home is not None else []
-    return subprocess.run(
-        [PY, "-m", "supervisor.cli", *args, *extra],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
 
 
 def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     assert "errors.pydantic.dev" not in result.stderr + result.stdout
-
-
-def py(code: str) -> str:
-    """A ``--command`` running *code* in this interpreter (split, never run by a shell)."""
-    return f"{PY} -c {shlex.quote(code)}"
 
 
 def test_version_and_json_is_a_plain_flag(tmp_path: Path) -> None:
@@ -178,6 +158,65 @@ def test_nesting_defaults_and_a_missing_parent(tmp_path: Path) -> None:
         assert "kid L2 running" in tree
         assert " MiB" in tree  # rss with its unit
         ziggie("terminate", "boss", home=home)
+
+
+def test_deploy_under_a_parent_defaults_the_level_to_one_below(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with serve_process(home):
+        lead = ziggie("deploy", "--id", "lead", "--task", "t", "--command", "sleep 600", home=home)
+        assert lead.returncode == 0, lead.stderr
+        for agent_id, parent, level in (("kid", "lead", "L2"), ("grandkid", "kid", "L3")):
+            deployed = ziggie(
+                "deploy", "--id", agent_id, "--task", "t", "--command", "sleep 600",
+                "--parent", parent, home=home,
+            )  # fmt: skip
+            assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+            agent = json.loads(ziggie("status", agent_id, "--json", home=home).stdout)["agent"]
+            assert (agent["level"], agent["parent_id"]) == (level, parent)
+        under_l3 = ziggie(
+            "deploy", "--id", "x", "--task", "t", "--command", "sleep 600",
+            "--parent", "grandkid", home=home,
+        )  # fmt: skip
+        assert under_l3.returncode == 1
+        assert "'grandkid' is L3; an L3 agent has no children" in under_l3.stdout
+        explicit = ziggie(
+            "deploy", "--id", "y", "--level", "L3", "--task", "t", "--command", "sleep 600",
+            "--parent", "lead", home=home,
+        )  # fmt: skip
+        assert explicit.returncode == 1  # a level given is never "fixed"
+        assert "must be L2, not L3" in explicit.stdout
+        ziggie("terminate", "lead", home=home)
+
+
+def test_help_is_plain_text() -> None:
+    """Every help screen: no markup from docstrings, no type labels on flags, and each
+    command's summary whole in the list."""
+    env = {**os.environ, "COLUMNS": "80"}
+
+    def help_of(*command: str) -> subprocess.Popen[str]:
+        argv = [PY, "-m", "supervisor.cli", *command, "--help"]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+
+    top = help_of()
+    text = top.communicate(timeout=60)[0]
+    assert top.returncode == 0
+    listed = text.split("Commands:\n", 1)[1].splitlines()
+    commands = [line.split()[0] for line in listed if line.startswith("  ") and line.split()]
+    assert {"deploy", "apply", "diff", "list", "serve", "terminate"} <= set(commands)
+    for line in listed:
+        assert not line.rstrip().endswith("..."), f"summary cut short: {line!r}"
+    running = {name: help_of(name) for name in commands}  # all at once: 2 cores, 16 starts
+    screens = {"ziggie": text}
+    for name, proc in running.items():
+        screens[name] = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 0, name
+        assert f"Usage: python -m supervisor.cli {name} [OPTIONS]" in screens[name]
+    for name, screen in screens.items():
+        for mark in ("`", "<bool>", "[/", "[bold", "\x1b", "╭", "\\f"):
+            assert mark not in screen, f"{name} --help shows {mark!r}:\n{screen}"
+        assert "--help" in screen
+    assert "--version      Print the version" in screens["ziggie"]
+    assert "  --json " in screens["list"]
 
 
 # -- logs and events ---------------------------------------------------------------------
