@@ -175,7 +175,7 @@ def test_apply_restores_what_the_new_version_cannot_replace(tmp_path: Path, kind
         applied = z("apply", str(tree_file))
         assert applied.returncode == 1, applied.stdout + applied.stderr
         for agent_id in CHANGED:
-            assert f"~ change   {agent_id} (task, command): running, previous version" in (
+            assert f"~ change   {agent_id} (command, task): running, previous version" in (
                 applied.stdout
             )
             assert f"failed {agent_id}: program 'no-such-program-ziggie' not found" in (
@@ -186,7 +186,7 @@ def test_apply_restores_what_the_new_version_cannot_replace(tmp_path: Path, kind
             assert agents[agent_id]["state"] == "running", agents[agent_id]
             assert z.status(agent_id)["spec"]["task"] == "B"
         # Nothing was applied: the plan is the same again, and a fixed file then applies.
-        assert "~ change   l2-permanent (task, command)" in z("diff", str(tree_file)).stdout
+        assert "~ change   l2-permanent (command, task)" in z("diff", str(tree_file)).stdout
         _tree(tree_file, "B2")
         z.ok("apply", str(tree_file))
         assert z.status("l2-permanent")["spec"]["task"] == "B2"

@@ -148,13 +148,37 @@ def _plan(tree_file: Path, home_dir: Path, timeout: float) -> tuple[list[Any], l
     return declared, _tree.plan(declared, _tree.read_state(home_dir), live)
 
 
+_MARKS = {"add": "+", "remove": "-", "change": "~", "restart": "~", "keep": "="}
+
+
+def _line(step: _tree.Step) -> str:
+    why = f" ({escape(step.why)})" if step.why else ""
+    return f"{_MARKS[step.action]} {step.action:<8} {escape(step.agent_id)}{why}"
+
+
 def _show(steps: list[_tree.Step], include_keep: bool) -> None:
-    marks = {"add": "+", "remove": "-", "change": "~", "restart": "~", "keep": "="}
     for step in steps:
-        if step.action == "keep" and not include_keep:
-            continue
-        why = f" ({escape(step.why)})" if step.why else ""
-        out.print(f"{marks[step.action]} {step.action:<8} {escape(step.agent_id)}{why}")
+        if step.action != "keep" or include_keep:
+            out.print(_line(step))
+
+
+def _outcome(done: _tree.Done) -> str:
+    """How the agent ended up: its state, and whether its previous version came back."""
+    state = done.state or "unknown"
+    if done.restored is not None:
+        ok = done.restored.status != "failed"
+        return f"{state}, previous version {'restored' if ok else 'not restored'}"
+    return state
+
+
+def _show_done(done: list[_tree.Done]) -> None:
+    for d in done:
+        out.print(f"{_line(d.step)}: {escape(_outcome(d))}")
+    for d in done:
+        for answer, what in ((d.answer, ""), (d.restored, " (its previous version)")):
+            if d.failed and answer is not None and answer.status == "failed":
+                why = answer.error or answer.message
+                out.print(f"[red]failed[/] {escape(d.step.agent_id)}{what}: {escape(why)}")
 
 
 @app.command()
@@ -188,33 +212,25 @@ def apply(
     async def job(client: AgentDeploymentClient) -> Any:
         return await _tree.execute(client, steps, timeout)
 
-    done = run_client(home_dir, job)
-    failed = [
-        (s, a) for s, a in done if a is not None and a.status == "failed" and s.action != "remove"
-    ]
-    if not failed:
-        _tree.write_state(home_dir, declared)
+    done: list[_tree.Done] = run_client(home_dir, job)
+    _tree.write_state(home_dir, declared, done)
     if as_json:
         print_json(
             [
                 {
-                    "action": s.action,
-                    "agent_id": s.agent_id,
-                    "why": s.why,
-                    "answer": a.model_dump(mode="json") if a else None,
+                    "action": d.step.action,
+                    "agent_id": d.step.agent_id,
+                    "why": d.step.why,
+                    "state": d.state,
+                    "answer": d.answer.model_dump(mode="json") if d.answer else None,
+                    "restored": d.restored.model_dump(mode="json") if d.restored else None,
                 }
-                for s, a in done
+                for d in done
             ]
         )
     else:
-        _show(steps, include_keep=True)
-        for step, answer in failed:
-            out.print(
-                f"[red]failed[/] {escape(step.agent_id)}: {escape(answer.error or answer.message)}"
-                if answer
-                else ""
-            )
-    if failed:
+        _show_done(done)
+    if any(d.failed for d in done):
         raise typer.Exit(FAILED)
 
 

@@ -15,7 +15,9 @@ from supervisor import (
     AutoShutdown,
     Backoff,
     ChildSpec,
+    ChildState,
     Restart,
+    Runtime,
     Shutdown,
     StopOrder,
     ZiggieError,
@@ -187,6 +189,19 @@ def _limits(spec: AgentSpec, *, best_effort: bool) -> dict[str, str]:
             " (set limits_best_effort to run without it)"
         )
     return {k: v for k, v in wanted.items() if k in available}
+
+
+async def drop_stopped(rt: Runtime, agent_id: str) -> None:
+    """Forget *agent_id*'s spec if nothing of it runs, so that a new deploy takes the id.
+
+    OTP keeps a permanent or transient child's spec after ``terminate_child`` (and a
+    transient one's after a normal exit), to be restarted by id. Agents are deployed by
+    id: kept, that spec would refuse every later deploy of the id (``already_present``)
+    for as long as the coordinator runs. A restart still waiting out its backoff is
+    cancelled with it; the agent's record stays in the journal.
+    """
+    if agent_id in rt and rt.info(agent_id).state is ChildState.STOPPED:
+        await rt.supervisor_of(agent_id).delete_child(agent_id)
 
 
 def contained_spec(child: ChildSpec, spec: AgentSpec, settings: Settings) -> ChildSpec:

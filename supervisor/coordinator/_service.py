@@ -30,7 +30,7 @@ from supervisor import (
 from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
 
 from . import _nesting, _placed, _record
-from ._agents import AgentHome, AgentRefused, agent_child_spec, contained_spec
+from ._agents import AgentHome, AgentRefused, agent_child_spec, contained_spec, drop_stopped
 from ._defaults import inherit_from_parent
 from ._housekeeping import prune_request
 from ._journal import Journal
@@ -327,7 +327,9 @@ class AgentService:
         return _placed.live(self, agent_id)
 
     def _taken(self, agent_id: str) -> bool:
-        taken = agent_id in self.rt or agent_id in self._placing or wrapper_id(agent_id) in self.rt
+        """Running, starting, or being deployed: a stopped agent's id is free (see
+        :func:`drop_stopped`)."""
+        taken = agent_id in self._placing or wrapper_id(agent_id) in self.rt
         return taken or self.live(agent_id)
 
     async def _start(self, supervisor: Supervisor, child: ChildSpec, spec: AgentSpec) -> Any:
@@ -337,6 +339,7 @@ class AgentService:
         never restarts it and never counts its exit: an agent restarted past its own
         intensity fails only its wrapper (``escalated``, recorded as ``given_up``).
         """
+        await drop_stopped(self.rt, spec.id)  # a stopped agent of this id: replaced
         if supervisor is not self.rt.root:
             return await supervisor.start_child(child)
         wrapper = contained_spec(child, spec, self.settings)

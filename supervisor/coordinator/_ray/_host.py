@@ -29,7 +29,7 @@ from actors import detach as detach_watchdog
 from supervisor import EventLog, Restart, Runtime, ZiggieError, describe, open_runtime
 from supervisor.protocol import AgentSpec
 
-from .._agents import AgentHome, AgentRefused, agent_child_spec
+from .._agents import AgentHome, AgentRefused, agent_child_spec, drop_stopped
 from .._runners import default_runners
 
 #: Kernel events of the placed agent itself: its proxy in the coordinator emits its own.
@@ -254,6 +254,7 @@ async def _main(host: AgentHost) -> None:
 
 async def _start_under(host: AgentHost, child: Any, parent_id: str | None) -> ProcessHandle:
     assert host._rt is not None
+    await drop_stopped(host._rt, child.id)  # as the coordinator does: the new deploy wins
     if parent_id is None:
         handle: ProcessHandle = await host._rt.start_child(child)
         return handle
