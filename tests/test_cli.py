@@ -212,7 +212,7 @@ def test_help_is_plain_text() -> None:
         assert proc.returncode == 0, name
         assert f"Usage: python -m supervisor.cli {name} [OPTIONS]" in screens[name]
     for name, screen in screens.items():
-        for mark in ("`", "<bool>", "[/", "[bold", "\x1b", "╭", "\\f"):
+        for mark in ("`", "<bool>", "<list[", "[/", "[bold", "\x1b", "╭", "\\f", "--no-quiet"):
             assert mark not in screen, f"{name} --help shows {mark!r}:\n{screen}"
         assert "--help" in screen
     assert "--version      Print the version" in screens["ziggie"]

@@ -40,7 +40,7 @@ from ._common import (
     out,
     run_client,
 )
-from ._specs import SpecError, complete, load_spec, validate
+from ._specs import SpecError, child_level, complete, load_spec, validate
 
 #: The coordinator's own bookkeeping events, hidden by ``ziggie events`` unless ``--all``.
 NOISE = frozenset({"request_received", "response_written", "duplicate_request"})
@@ -85,7 +85,9 @@ def deploy(
         Path | None, typer.Argument(help="Agent spec as YAML or JSON (flags override it)")
     ] = None,
     agent_id: Annotated[str | None, typer.Option("--id", help="Agent id")] = None,
-    level: Annotated[str | None, typer.Option(help="L1, L2 or L3")] = None,
+    level: Annotated[
+        str | None, typer.Option(help="L1, L2 or L3 (default: one below --parent's, else L1)")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Human-readable name")] = None,
     role: Annotated[str | None, typer.Option(help="Role description")] = None,
     task: Annotated[str | None, typer.Option(help="The task")] = None,
@@ -94,7 +96,8 @@ def deploy(
         typer.Option(help="Program and arguments, split like a shell would (never run by one)"),
     ] = None,
     env: Annotated[
-        list[str] | None, typer.Option("--env", help="NAME=VALUE for the agent (repeatable)")
+        list[str] | None,
+        typer.Option("--env", metavar="<name=value>", help="For the agent (repeatable)"),
     ] = None,
     workdir: Annotated[Path | None, typer.Option(help="Working directory")] = None,
     runner: Annotated[str | None, typer.Option(help="Runner name")] = None,
@@ -110,7 +113,10 @@ def deploy(
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 30,
 ) -> None:
-    """Deploy an agent from a spec file and/or flags."""
+    """Deploy an agent from a spec file and/or flags.
+
+    Under --parent, the level is one below the parent's unless given.
+    """
     try:
         data: dict[str, Any] = load_spec(spec_file) if spec_file else {}
     except SpecError as exc:
@@ -137,6 +143,7 @@ def deploy(
     if workdir is not None:
         data["context"] = {**(data.get("context") or {}), "working_directory": str(workdir)}
     base = spec_file.parent if spec_file else Path.cwd()
+    level_given = "level" in data
     try:
         spec = validate(complete(data, base), str(spec_file or "agent spec"))
     except SpecError as exc:
@@ -144,10 +151,14 @@ def deploy(
     home_dir = home_of(home)
 
     async def job(client: AgentDeploymentClient) -> DeploymentResponse:
+        nonlocal spec
         if parent is not None:  # never a silent top-level deploy under a mistyped parent
             found = await client.check_agent_status(parent, timeout=timeout)
-            if found.status == "failed":
+            if found.code is not None:  # not found, no coordinator: nothing to deploy under
                 return found
+            if not level_given:  # one below the parent's, as in a tree file
+                level = child_level((found.agent or {}).get("level"))
+                spec = spec.model_copy(update={"level": level})
         return await client.deploy_agent(spec, timeout=timeout)
 
     response: DeploymentResponse = run_client(home_dir, job, parent or "cli")
@@ -161,7 +172,10 @@ def deploy(
 def status(
     agent_id: str, home: HomeOpt = None, as_json: JsonOpt = False, timeout: TimeoutOpt = 10
 ) -> None:
-    """One agent: state, pid, parent, children, restarts, why it ended, usage."""
+    """Show one agent: state, pid, parent, children.
+
+    Also its restarts, why it ended, and its usage. Exit 0 whatever its state.
+    """
     response = call(home_of(home), "check_agent_status", agent_id, timeout=timeout)
     agent = response.agent
     if response.code is not None or not agent:  # not found, no answer, ...
@@ -177,7 +191,10 @@ def status(
 def terminate(
     agent_id: str, home: HomeOpt = None, as_json: JsonOpt = False, timeout: TimeoutOpt = 60
 ) -> None:
-    """Stop an agent and its whole subtree, children first."""
+    """Stop an agent and its whole subtree, children first.
+
+    Its record stays (status, logs), and its id can be deployed again.
+    """
     finish(call(home_of(home), "terminate_agent", agent_id, timeout=timeout), as_json)
 
 
@@ -209,7 +226,10 @@ def list_agents(
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 10,
 ) -> None:
-    """Running agents, one line each (``--all``: finished ones too, with why they ended)."""
+    """List running agents, one line each.
+
+    With --all, finished ones too, with why they ended.
+    """
     agents = _agents(home_of(home), show_all, timeout)
     if as_json:
         print_json(agents)
@@ -226,7 +246,10 @@ def tree(
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 10,
 ) -> None:
-    """The hierarchy of running agents (``--all``: finished ones too)."""
+    """Show the hierarchy of running agents.
+
+    With --all, finished ones too.
+    """
     agents = _agents(home_of(home), show_all, timeout)
     if as_json:
         print_json(_output.nest(agents))
@@ -256,8 +279,10 @@ def wait(
     ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between looks")] = 0.1,
 ) -> None:
-    """Block until the agent ends; exit with its exit code (128+N for signal N).
+    """Block until the agent ends; exit with its exit code.
 
+    An agent killed by signal N exits 128+N, as a shell reports it.
+    \f
     A look is one status round trip (well under a millisecond): cheap enough to repeat.
     """
     home_dir = home_of(home)
@@ -297,7 +322,10 @@ def logs(
     tail: Annotated[int | None, typer.Option("--tail", "-n", help="Only the last N lines")] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Print an agent's output log (``-f``: follow it until its last incarnation ends)."""
+    """Print an agent's output log.
+
+    With -f, follow it until its last incarnation ends.
+    """
     home_dir = home_of(home)
     response = call(home_dir, "check_agent_status", agent_id, timeout=10)
     if response.code == "not_found":
@@ -349,18 +377,26 @@ def _follow_log(home: Path, agent_id: str, path: Path, start: int, follow: bool)
 def events(
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing")] = False,
     agent: Annotated[
-        list[str] | None, typer.Option("--agent", help="Only events of this agent (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--agent", metavar="<agent_id>", help="Only events of this agent (repeatable)"
+        ),
     ] = None,
     kind: Annotated[
         list[str] | None,
-        typer.Option("--type", help="Only events of this type, e.g. exited (repeatable)"),
+        typer.Option(
+            "--type", metavar="<event>", help="Only events of this type, e.g. exited (repeatable)"
+        ),
     ] = None,
     show_all: Annotated[
         bool, typer.Option("--all", "-a", help="Include request/response bookkeeping")
     ] = False,
     home: HomeOpt = None,
 ) -> None:
-    """The coordinator's JSON lifecycle events, one object a line, filtered."""
+    """Print the coordinator's lifecycle events as JSON lines.
+
+    Filtered by agent and type; request bookkeeping only with --all.
+    """
     path = home_of(home) / "events.jsonl"
     if not path.exists():
         fail(f"no events at {path}: has a coordinator run there?", NOT_RUNNING)

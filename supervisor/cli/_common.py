@@ -26,6 +26,9 @@ app = typer.Typer(
     help="A supervision runtime for nested AI agents (L1 -> L2 -> L3).",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help, as click writes it: rich panels would print docstrings' markup as is
+    # and label every flag with a type ("--json <bool>").
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,  # a traceback is for bugs, never for user mistakes
 )
 # soft_wrap: a long message (with a command to copy) is never broken mid-command.

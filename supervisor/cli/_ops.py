@@ -66,7 +66,7 @@ def serve(
     runner: Annotated[str | None, typer.Option(help="Default runner (demo, claude, ...)")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Deploys handled at once")] = None,
     polling: Annotated[bool | None, typer.Option(help="Poll instead of inotify")] = None,
-    quiet: Annotated[bool, typer.Option(help="Events to the events file only")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Events to the events file only")] = False,
     http: Annotated[
         str | None, typer.Option(help="Also serve the REST API at HOST:PORT (port 0: any)")
     ] = None,
@@ -78,7 +78,10 @@ def serve(
         typer.Option(help="Place agents on a Ray cluster: HOST:PORT, auto, or local"),
     ] = None,
 ) -> None:
-    """Run the coordinator in the foreground until SIGINT/SIGTERM or `ziggie stop`."""
+    """Run the coordinator in the foreground.
+
+    It runs until SIGINT or SIGTERM (ziggie stop sends one).
+    """
     settings = load_settings(
         config,
         home=home,
@@ -114,10 +117,11 @@ def stop(
         float, typer.Option("--timeout", help="Seconds to wait for it to finish")
     ] = 60,
 ) -> None:
-    """Stop the coordinator serving the home: every agent stops, children first.
+    """Stop the coordinator serving the home.
 
-    It signals (SIGTERM) the process holding the home's lock, as `serve` handles it; for
-    an embedded coordinator that is the program embedding it.
+    Every agent stops, children first. It signals (SIGTERM) the process holding the
+    home's lock, as serve handles it; for an embedded coordinator that is the program
+    embedding it.
     """
     home_dir = home_of(home)
     if not coordinator_serves(home_dir):
@@ -188,7 +192,10 @@ def diff(
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 10,
 ) -> None:
-    """Show what `ziggie apply TREE_FILE` would do. Exit 0 if nothing, 1 if something."""
+    """Show what ziggie apply TREE_FILE would do.
+
+    Exit 0 if nothing, 1 if something.
+    """
     _, steps = _plan(tree_file, home_of(home), timeout)
     if as_json:
         print_json([{"action": s.action, "agent_id": s.agent_id, "why": s.why} for s in steps])
@@ -205,7 +212,12 @@ def apply(
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 60,
 ) -> None:
-    """Deploy a declared tree; applied again, change only what changed."""
+    """Deploy a tree file; applied again, change only what changed.
+
+    A changed agent is stopped and deployed again; if its new version cannot be
+    deployed, its previous one is put back. Each line ends with the state the agent
+    ended in. Exit 1 if any agent is not as declared.
+    """
     home_dir = home_of(home)
     declared, steps = _plan(tree_file, home_dir, timeout)
 
@@ -241,8 +253,11 @@ def prune(
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 60,
 ) -> None:
-    """Drop what the retention settings no longer keep: finished agents, old answers,
-    archived requests, journal rows; rotate a large events file."""
+    """Drop what the retention settings no longer keep.
+
+    Finished agents, old answers, archived requests, journal rows; a large events file
+    is rotated.
+    """
     home_dir = home_of(home)
     if not (home_dir / "agent-queue").is_dir():  # a mistyped home: say so, touch nothing
         fail(f"no ziggie home at {home_dir} (no agent-queue there)", NOT_RUNNING)
@@ -272,7 +287,10 @@ def dashboard(
     home: HomeOpt = None,
     open_it: Annotated[bool, typer.Option("--open", help="Open it in a browser")] = False,
 ) -> None:
-    """Print the dashboard's link (with the operator token in its fragment)."""
+    """Print the dashboard's link, with the operator token.
+
+    The token is in the link's fragment, which a browser never sends to the server.
+    """
     home_dir = home_of(home)
     try:
         info = json.loads((home_dir / "http.json").read_text(encoding="utf-8"))

@@ -29,6 +29,12 @@ _NESTED: dict[str, type[BaseModel]] = {"context": AgentContext, "permissions": A
 _NEXT_LEVEL = {"L1": "L2", "L2": "L3"}
 
 
+def child_level(parent_level: str | None) -> str:
+    """The level a child gets when its spec gives none: one below its parent's (an L3's
+    child is L3 too, which the coordinator refuses by name)."""
+    return _NEXT_LEVEL.get(parent_level or "", "L3")
+
+
 class SpecError(Exception):
     """A spec file that cannot be used; the message names the file and the key."""
 
@@ -118,7 +124,7 @@ def load_tree(path: Path) -> list[Declared]:
             if "id" not in fields:
                 raise SpecError(f"{here}: every agent of a tree needs an 'id'")
             if parent is not None:
-                fields.setdefault("level", _NEXT_LEVEL.get(parent.level, "L3"))
+                fields.setdefault("level", child_level(parent.level))
             spec = validate(complete(fields, path.parent), here)
             if spec.id in seen:
                 raise SpecError(f"{here}: id {spec.id!r} is declared twice")
