@@ -105,6 +105,30 @@ async def test_placed_tree_deploys_over_http_and_terminates_children_first(
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_terminated_child_in_a_host_can_be_deployed_again(
+    tmp_path: Path, ray_cluster: str
+) -> None:
+    """The host keeps a permanent child's spec after its stop, as OTP does; a new deploy of
+    that id replaces it there, as it does here."""
+    child = spec("kid", tmp_path, "L2", command=["sleep", "300"], restart="permanent")
+    async with api(tmp_path, ray=ray_cluster) as a:
+        await _deploy(a, placed("l1", tmp_path))
+        for task in ("one", "two"):
+            body = {"agent_spec": {**child, "task": task}, "parent_agent": "l1"}
+            r = await a.client.post("/v1/agents", json=body)
+            assert r.status_code == 201, r.text
+            st = await _status(a, "kid")
+            assert (st["state"], st["node"], st["host"]) == ("running", "127.0.0.1", "l1")
+            assert st["spec"]["task"] == task
+            r = await a.client.delete("/v1/agents/kid")
+            assert r.status_code == 200, r.text
+            assert marked(["kid"]) == {}
+            assert (await _status(a, "kid"))["state"] == "terminated"
+        r = await a.client.delete("/v1/agents/l1")
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_crash_restart_and_give_up_are_the_local_policy(
     tmp_path: Path, ray_cluster: str
 ) -> None:
