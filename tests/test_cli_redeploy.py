@@ -229,3 +229,22 @@ def test_a_child_that_ended_on_its_own_can_be_deployed_again(tmp_path: Path) -> 
             assert z.status("once")["state"] == "completed"
         assert z.status("once")["spec"]["task"] == "two"
         z.ok("terminate", "lead")
+
+
+def test_a_record_of_every_field_plans_as_one_of_those_set(tmp_path: Path) -> None:
+    """An applied record written before it kept only the fields a file set (every field,
+    defaults included) plans the same: nothing changed, nothing to do."""
+    from supervisor.cli._specs import load_tree
+    from supervisor.cli._tree import plan
+
+    tree_file = tmp_path / "tree.yaml"
+    _tree(tree_file, "B")
+    declared = load_tree(tree_file)
+    every_field = {
+        d.spec.id: {"spec": d.spec.model_dump(mode="json"), "parent": d.parent} for d in declared
+    }
+    live = {d.spec.id: {"state": "running"} for d in declared}
+    assert {s.action for s in plan(declared, every_field, live)} == {"keep"}
+    assert [(s.action, s.why) for s in plan(declared, {}, live)][:1] == [
+        ("keep", "running, not applied before: left as is")
+    ]

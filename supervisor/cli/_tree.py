@@ -66,11 +66,14 @@ class Done:
 
 
 def read_state(home: Path) -> dict[str, Any]:
+    """The applied record: agent id -> ``{"spec": ..., "parent": ...}`` (empty if none)."""
     try:
-        data: dict[str, Any] = json.loads((home / STATE_NAME).read_text(encoding="utf-8"))
+        data = json.loads((home / STATE_NAME).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
-    return data
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)}
 
 
 def _entry(declared: Declared) -> dict[str, Any]:
@@ -82,10 +85,10 @@ def _entry(declared: Declared) -> dict[str, Any]:
     }
 
 
-def write_state(home: Path, declared: list[Declared], done: list[Done] | None = None) -> None:
+def write_state(home: Path, declared: list[Declared], done: list[Done]) -> None:
     """Record what now runs as applied: the declared entry of every step that did what the
     file asks, the previous entry of every one that did not (restored or not)."""
-    failed = {d.step.agent_id: d.step.previous for d in done or () if d.failed}
+    failed = {d.step.agent_id: d.step.previous for d in done if d.failed}
     state: dict[str, Any] = {}
     for d in declared:
         agent_id = d.spec.id
@@ -99,12 +102,18 @@ def write_state(home: Path, declared: list[Declared], done: list[Done] | None = 
     write_atomic(home / STATE_NAME, json.dumps(state, indent=2))
 
 
-def _full(spec: dict[str, Any]) -> dict[str, Any]:
-    """Every field of a recorded spec (the record keeps only those the file set)."""
+def _full(entry: dict[str, Any]) -> dict[str, Any]:
+    """Every field of a recorded spec (the record keeps only those the file set); empty
+    for an unreadable record, from which whatever is declared differs."""
+    spec = _recorded_spec(entry)
+    return {} if spec is None else spec.model_dump(mode="json")
+
+
+def _recorded_spec(entry: dict[str, Any] | None) -> AgentSpec | None:
     try:
-        return AgentSpec.model_validate(spec).model_dump(mode="json")
-    except ValidationError:
-        return {}  # an unreadable record: whatever is declared differs from it
+        return None if entry is None else AgentSpec.model_validate(entry["spec"])
+    except (ValidationError, KeyError, TypeError):
+        return None  # an unreadable record: nothing to put back
 
 
 def _changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -126,16 +135,16 @@ def plan(
         running = live.get(agent_id, {}).get("state") in LIVE
         before = applied.get(agent_id)
         new_spec = d.spec.model_dump(mode="json")
-        old_spec = _full(before["spec"]) if before is not None else {}
+        old_spec = _full(before) if before is not None else {}
         if not running:
             state = live.get(agent_id, {}).get("state")
             step = Step("add", agent_id, f"was {state}" if state else "new", d)
         elif d.parent is not None and d.parent in redeployed:
             why = f"its parent {d.parent!r} is redeployed"
             step = Step("restart", agent_id, why, d, before)
-        elif before is not None and (old_spec != new_spec or before["parent"] != d.parent):
+        elif before is not None and (old_spec != new_spec or before.get("parent") != d.parent):
             fields = _changed_fields(old_spec, new_spec)
-            if before["parent"] != d.parent:
+            if before.get("parent") != d.parent:
                 fields.append("parent")
             step = Step("change", agent_id, ", ".join(fields), d, before)
         else:
@@ -170,9 +179,11 @@ async def execute(
             answer = await client.deploy_agent(step.declared.spec, parent, timeout=timeout)
             answers[step.agent_id] = answer
             previous = step.previous
-            if answer.status == "failed" and step.action != "add" and previous is not None:
-                spec = AgentSpec.model_validate(previous["spec"])
-                parent = previous["parent"] or APPLY_PARENT
+            # A conflict means the id is taken (the old version did not stop): nothing to put back.
+            lost = answer.status == "failed" and answer.code != "conflict"
+            spec = _recorded_spec(previous) if lost and step.action != "add" else None
+            if spec is not None and previous is not None:
+                parent = previous.get("parent") or APPLY_PARENT
                 restored[step.agent_id] = await client.deploy_agent(spec, parent, timeout=timeout)
     listed = await client.list_agents(timeout=timeout)
     states = {a["agent_id"]: a.get("state") for a in listed.agents or []}
