@@ -42,6 +42,8 @@ from ._common import (
 )
 from ._specs import SpecError, child_level, complete, load_spec, validate
 
+AgentIdArg = Annotated[str, typer.Argument(help="The agent's id")]
+
 #: The coordinator's own bookkeeping events, hidden by ``ziggie events`` unless ``--all``.
 NOISE = frozenset({"request_received", "response_written", "duplicate_request"})
 
@@ -170,7 +172,7 @@ def deploy(
 
 @app.command()
 def status(
-    agent_id: str, home: HomeOpt = None, as_json: JsonOpt = False, timeout: TimeoutOpt = 10
+    agent_id: AgentIdArg, home: HomeOpt = None, as_json: JsonOpt = False, timeout: TimeoutOpt = 10
 ) -> None:
     """Show one agent: state, pid, parent, children.
 
@@ -189,7 +191,7 @@ def status(
 
 @app.command()
 def terminate(
-    agent_id: str, home: HomeOpt = None, as_json: JsonOpt = False, timeout: TimeoutOpt = 60
+    agent_id: AgentIdArg, home: HomeOpt = None, as_json: JsonOpt = False, timeout: TimeoutOpt = 60
 ) -> None:
     """Stop an agent and its whole subtree, children first.
 
@@ -200,7 +202,7 @@ def terminate(
 
 @app.command()
 def restart(
-    agent_id: str, home: HomeOpt = None, as_json: JsonOpt = False, timeout: TimeoutOpt = 60
+    agent_id: AgentIdArg, home: HomeOpt = None, as_json: JsonOpt = False, timeout: TimeoutOpt = 60
 ) -> None:
     """Stop an agent (subtree first) and start it afresh."""
     finish(call(home_of(home), "restart_agent", agent_id, timeout=timeout), as_json)
@@ -272,7 +274,7 @@ def _exit_of(agent: dict[str, Any]) -> int:
 
 @app.command()
 def wait(
-    agent_id: str,
+    agent_id: AgentIdArg,
     home: HomeOpt = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Give up after this many seconds")
@@ -315,7 +317,7 @@ def _agent_live(home: Path, agent_id: str) -> tuple[bool, str | None]:
 
 @app.command()
 def logs(
-    agent_id: str,
+    agent_id: AgentIdArg,
     follow: Annotated[
         bool, typer.Option("-f", "--follow", help="Keep printing until the agent ends")
     ] = False,

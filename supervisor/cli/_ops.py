@@ -192,7 +192,7 @@ def diff(
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 10,
 ) -> None:
-    """Show what ziggie apply TREE_FILE would do.
+    """Show what ziggie apply would do with the tree file.
 
     Exit 0 if nothing, 1 if something.
     """
