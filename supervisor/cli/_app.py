@@ -1,8 +1,8 @@
 """``ziggie``: serve the file queue, and deploy, inspect and stop agents through it.
 
 The commands live beside this module, one job each: :mod:`._agents` (deploy, status,
-terminate, restart, list, tree, wait, logs, events) and :mod:`._ops` (serve, stop, apply,
-diff, prune). Exit codes: see :mod:`._common`.
+terminate, restart, list, tree, wait), :mod:`._logs` (logs, events) and :mod:`._ops`
+(serve, stop, apply, diff, prune, dashboard). Exit codes: see :mod:`._common`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from . import _agents, _ops  # noqa: F401 - their commands register on the app
+from . import _agents, _logs, _ops  # noqa: F401 - their commands register on the app
 from ._common import Remote, app, out
 
 

@@ -43,6 +43,7 @@ HomeOpt = Annotated[
     typer.Option("--home", help="Coordinator home (default: $ZIGGIE_HOME, else ./.ziggie)"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+AgentIdArg = Annotated[str, typer.Argument(help="The agent's id")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for an answer")]
 
 

@@ -1,0 +1,148 @@
+"""Commands that read an agent's output and the coordinator's events: logs, events.
+
+The log's path comes from the coordinator (``status``); the events file is read from the
+home directly, so ``ziggie events`` works with no coordinator running too.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import _output
+from ._common import NOT_FOUND, NOT_RUNNING, AgentIdArg, HomeOpt, app, call, fail, home_of
+
+#: The coordinator's own bookkeeping events, hidden by ``ziggie events`` unless ``--all``.
+NOISE = frozenset({"request_received", "response_written", "duplicate_request"})
+
+
+def _tail(path: Path, n: int) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return "".join(collections.deque(f, maxlen=n))
+
+
+def _agent_live(home: Path, agent_id: str) -> tuple[bool, str | None]:
+    response = call(home, "check_agent_status", agent_id, timeout=10)
+    agent = response.agent or {}
+    return agent.get("state") in _output.LIVE, response.output_log
+
+
+@app.command()
+def logs(
+    agent_id: AgentIdArg,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing until the agent ends")
+    ] = False,
+    tail: Annotated[int | None, typer.Option("--tail", "-n", help="Only the last N lines")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Print an agent's output log.
+
+    With -f, follow it until its last incarnation ends.
+    """
+    home_dir = home_of(home)
+    response = call(home_dir, "check_agent_status", agent_id, timeout=10)
+    if response.code == "not_found":
+        fail(f"no agent {agent_id!r}", NOT_FOUND)
+    if not response.output_log or not Path(response.output_log).exists():
+        fail(f"agent {agent_id!r} has no log yet", 1)
+    path = Path(response.output_log)
+    with contextlib.suppress(KeyboardInterrupt):
+        if tail is not None:
+            sys.stdout.write(_tail(path, tail))
+            start = path.stat().st_size
+        else:
+            start = 0
+        sys.stdout.flush()
+        if follow or tail is None:
+            _follow_log(home_dir, agent_id, path, start, follow)
+
+
+def _follow_log(home: Path, agent_id: str, path: Path, start: int, follow: bool) -> None:
+    """Print from *start*; when following, switch to a new incarnation's log, and stop
+    once the agent is no longer running and its log is drained."""
+    f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - swapped on restart
+    try:
+        f.seek(start)
+        sys.stdout.write(f.read())
+        sys.stdout.flush()
+        while follow:
+            line = f.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                continue
+            live, log = _agent_live(home, agent_id)
+            if log and Path(log) != path and Path(log).exists():  # a new incarnation
+                f.close()
+                path = Path(log)
+                f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+                continue
+            if not live:
+                sys.stdout.write(f.read())
+                sys.stdout.flush()
+                return
+            time.sleep(0.2)
+    finally:
+        f.close()
+
+
+@app.command()
+def events(
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing")] = False,
+    agent: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent", metavar="<agent_id>", help="Only events of this agent (repeatable)"
+        ),
+    ] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type", metavar="<event>", help="Only events of this type, e.g. exited (repeatable)"
+        ),
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", "-a", help="Include request/response bookkeeping")
+    ] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Print the coordinator's lifecycle events as JSON lines.
+
+    Filtered by agent and type; request bookkeeping only with --all.
+    """
+    path = home_of(home) / "events.jsonl"
+    if not path.exists():
+        fail(f"no events at {path}: has a coordinator run there?", NOT_RUNNING)
+    agents, kinds = set(agent or ()), set(kind or ())
+
+    def shown(line: str) -> bool:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            return False
+        name = event.get("event")
+        if kinds and name not in kinds:
+            return False
+        if not kinds and not show_all and name in NOISE:
+            return False
+        return not agents or event.get("agent_id") in agents
+
+    with contextlib.suppress(KeyboardInterrupt), open(path, encoding="utf-8") as f:
+        while True:
+            line = f.readline()
+            if line:
+                if shown(line):
+                    sys.stdout.write(line)
+                continue
+            sys.stdout.flush()
+            if not follow:
+                return
+            time.sleep(0.2)
