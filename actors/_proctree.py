@@ -30,7 +30,9 @@ import anyio
 import psutil
 
 from . import _watchdog
-from ._cgroup import CgroupError, agent_cgroup, check_program
+from ._cgroup import CgroupError, agent_cgroup
+from ._confine import Confinement
+from ._exec import check_program, shim_argv
 from ._procfs import (
     CHILD_LISTS,
     MARKER,
@@ -85,6 +87,7 @@ class ProcessTree:
         stdout: int | IO[bytes] | None,
         token: str | None = None,
         limits: Mapping[str, str] | None = None,
+        confinement: Confinement | None = None,
     ) -> None:
         self.agent_id = agent_id
         #: The runtime token its processes carry (``ZIGGIE_RUNTIME``): a coordinator
@@ -95,20 +98,31 @@ class ProcessTree:
             MARKER.encode(): agent_id.encode(),
             _watchdog.TOKEN_VAR.encode(): self.token.encode(),
         }
-        #: This incarnation's own cgroup, where the host allows (issue 15); else None.
+        # Checked before anything is made: a kernel that cannot confine refuses the start.
+        abi = confinement.check() if confinement is not None else 0
+        #: This incarnation's own cgroup, where the host allows; else None.
         self.cgroup = agent_cgroup(agent_id)
-        if self.cgroup is not None:
-            try:
-                self.cgroup.limit(dict(limits or {}))
-                program = check_program(argv[0], cwd, env)
-            except OSError:
-                self.cgroup.remove()
-                raise
-            argv = self.cgroup.wrap(argv, program)  # joins it before exec: no preexec_fn
-        elif limits:
+        if self.cgroup is None and limits:
             raise CgroupError(
                 f"limits {sorted(limits)}: no usable cgroup v2 hierarchy here"
                 " (ZIGGIE_CGROUPS=off or none delegated)"
+            )
+        if self.cgroup is not None or confinement is not None:
+            try:
+                if self.cgroup is not None:
+                    self.cgroup.limit(dict(limits or {}))
+                program = check_program(argv[0], cwd, env)
+            except OSError:
+                if self.cgroup is not None:
+                    self.cgroup.remove()
+                raise
+            # Joined and confined before exec, by the shim: no preexec_fn.
+            argv = shim_argv(
+                program,
+                argv,
+                cgroup_procs=self.cgroup.procs_file if self.cgroup is not None else None,
+                confinement=confinement,
+                abi=abi,
             )
         #: A bound on the start time (clock ticks) of every process of the agent. Taken
         #: here, not read from the leader's /proc/<pid>/stat: that read waits for its exec

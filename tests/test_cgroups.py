@@ -20,7 +20,8 @@ import anyio
 import pytest
 
 from actors import ProcessHandle, cgroup_controllers, process_spec, spawn_mechanism, token
-from actors._cgroup import CGEXEC, AgentCgroup, cgroup2_mount, exec_shim, runtime_cgroups
+from actors._cgroup import AgentCgroup, cgroup2_mount, runtime_cgroups
+from actors._exec import CGEXEC, exec_shim
 from supervisor import Shutdown, StartError, no_events, open_runtime
 from supervisor.coordinator import Settings, open_coordinator
 from supervisor.protocol import AgentSpec
@@ -408,7 +409,7 @@ def test_cgexec_source_builds_and_keeps_the_shell_contract(tmp_path: Path, varia
     procs = tmp_path / "procs"  # a plain file stands in for cgroup.procs
     procs.touch()
     out = subprocess.run(
-        [binary, procs, "/bin/sh", "my-name", "-c", 'echo "$0 $$"'],
+        [binary, "-g", procs, "--", "/bin/sh", "my-name", "-c", 'echo "$0 $$"'],
         capture_output=True,
         text=True,
         check=True,
@@ -416,10 +417,12 @@ def test_cgexec_source_builds_and_keeps_the_shell_contract(tmp_path: Path, varia
     name, pid = out.stdout.split()
     assert name == "my-name"
     assert procs.read_text() == f"{pid}\n"  # the pid that then ran the program
-    cannot_join = subprocess.run([binary, tmp_path / "none" / "procs", "/bin/true", "true"])
+    cannot_join = subprocess.run(
+        [binary, "-g", tmp_path / "none" / "procs", "--", "/bin/true", "true"]
+    )
     assert cannot_join.returncode == 126
     missing = subprocess.run(
-        [binary, procs, tmp_path / "missing", "missing"], capture_output=True, text=True
+        [binary, "--", tmp_path / "missing", "missing"], capture_output=True, text=True
     )
     assert missing.returncode == 127
     assert "cannot execute" in missing.stderr

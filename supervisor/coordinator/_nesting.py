@@ -13,11 +13,11 @@ from actors import ProcessHandle
 from supervisor import Supervisor, is_valid_id
 from supervisor.protocol import AgentSpec
 
-from ._agents import AgentRefused
 from ._defaults import remaining_time
 from ._globs import BadPattern, normalize, within
 from ._placed import host_of
 from ._ray import RemoteHandle
+from ._replies import AgentRefused
 
 if TYPE_CHECKING:
     from ._service import AgentService

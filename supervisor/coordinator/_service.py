@@ -30,12 +30,12 @@ from supervisor import (
 from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
 
 from . import _nesting, _placed, _record
-from ._agents import AgentHome, AgentRefused, agent_child_spec, contained_spec
+from ._agents import AgentHome, agent_child_spec, contained_spec
 from ._defaults import inherit_from_parent
 from ._housekeeping import prune_request
 from ._journal import Journal
 from ._ray import RayEngine, RemoteHandle
-from ._replies import cause, not_found, reply, wrapper_id
+from ._replies import AgentRefused, cause, not_found, reply, wrapper_id
 from ._runners import Runner, default_runners
 from ._settings import Settings
 from ._states import AgentState
@@ -364,11 +364,9 @@ class AgentService:
                 self.home,
                 self.runners,
                 parent_id=parent_id,
-                default_runner=self.settings.default_runner,
-                log_max_bytes=self.settings.log_max_bytes,
+                settings=self.settings,
                 extra_env=self.agent_env_of(spec),
                 token=self.token,
-                limits_best_effort=self.settings.limits_best_effort,
             )
         self.journal.add_agent(
             spec.id,

@@ -33,6 +33,7 @@ from ._schemas import (
     ErrorCode,
     Level,
     Limits,
+    NetworkPermissions,
     RayPlacement,
     Status,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "ErrorCode",
     "Level",
     "Limits",
+    "NetworkPermissions",
     "RayPlacement",
     "Status",
     "Watcher",
