@@ -22,7 +22,7 @@ from supervisor import (
 )
 from supervisor.protocol import DIRECTORIES, AgentSpec, definition_text, write_atomic
 
-from ._confinement import AgentPaths, agent_environment, compile_confinement, confinement_summary
+from ._confinement import AgentPaths, agent_environment, compile_confinement
 from ._replies import AgentRefused, wrapper_id
 from ._runners import Runner, resolve_argv
 from ._settings import Settings

@@ -117,7 +117,8 @@ def _user_homes() -> frozenset[str]:
         return frozenset()
 
 
-def _beneath(path: str, root: str) -> bool:
+def beneath(path: str, root: str) -> bool:
+    """True if *path* is *root* or lies under it (both normalized, absolute)."""
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
@@ -216,12 +217,12 @@ def _pattern_rule(
     where = f"{field}: {pattern!r} (enforced on {real!r})"
     if real == "/":
         raise AgentRefused(f"{where} would allow the whole filesystem")
-    if _beneath(real, home) or _beneath(home, real):
+    if beneath(real, home) or beneath(home, real):
         raise AgentRefused(f"{where} reaches the coordinator's home, which no agent may touch")
     cgroups = cgroup2_mount()
-    if cgroups is not None and (_beneath(real, cgroups) or _beneath(cgroups, real)):
+    if cgroups is not None and (beneath(real, cgroups) or beneath(cgroups, real)):
         raise AgentRefused(f"{where} reaches cgroup files, which no agent may touch")
-    if rights & Access.WRITE_FILE and any(_beneath(real, k) for k in _NO_WRITE):
+    if rights & Access.WRITE_FILE and any(beneath(real, k) for k in _NO_WRITE):
         raise AgentRefused(f"{where}: the kernel's interfaces cannot be written by an agent")
     if not os.path.exists(real):
         rules.report["missing"].append(pattern)  # nothing to allow until it exists
@@ -334,7 +335,7 @@ def _prefixes(program: str, home: str) -> list[str]:
         if os.path.basename(directory) not in ("bin", "sbin"):
             continue
         prefix = os.path.dirname(directory)
-        if prefix == "/" or prefix in _user_homes() or _beneath(home, prefix):
+        if prefix == "/" or prefix in _user_homes() or beneath(home, prefix):
             continue
         out.append(prefix)
     return out
@@ -352,7 +353,7 @@ def _ziggie_paths(home: str) -> list[tuple[str, int]]:
         package = os.path.realpath(os.path.dirname(module.__file__ or ""))
         out.append((package, R))
         parent = os.path.dirname(package)
-        if not _beneath(home, parent):
+        if not beneath(home, parent):
             out.append((parent, int(Access.READ_DIR)))
     return out
 
