@@ -8,7 +8,6 @@ from ._cgroup import (
     CgroupError,
     cgroup2_mount,
     cgroup_controllers,
-    spawn_mechanism,
     stop_mechanism,
 )
 from ._confine import (
@@ -21,6 +20,7 @@ from ._confine import (
     ConfinementError,
     landlock_abi,
 )
+from ._exec import spawn_mechanism
 from ._function import function_spec
 from ._loose import log_path_for, stop_processes
 from ._mailbox import Actor, ActorRef, Mailbox, actor_spec

@@ -28,7 +28,6 @@ import anyio
 import psutil
 
 from . import _watchdog
-from ._exec import exec_shim
 
 try:  # Linux only
     from inotify_simple import INotify
@@ -290,14 +289,6 @@ _incarnations = itertools.count(1)
 def stop_mechanism() -> str:
     """How this runtime stops agents: ``cgroup2 <path>`` or the process-group fallback."""
     return mechanism(_watchdog.token())
-
-
-def spawn_mechanism() -> str:
-    """How an agent joins its cgroup before exec: ``ziggie-cgexec``, ``sh shim``, or
-    ``direct`` (no cgroups here)."""
-    if runtime_cgroups(_watchdog.token()) is None:
-        return "direct"
-    return "sh shim" if exec_shim() is None else "ziggie-cgexec"
 
 
 def cgroup_controllers() -> frozenset[str] | None:

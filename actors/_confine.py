@@ -144,17 +144,7 @@ class Confinement:
 
     def shim_options(self, abi: int) -> list[str]:
         """The shim's options (see ``cgexec.c``) that apply this confinement on *abi*."""
-        fs = _FS_BY_ABI.get(abi, _FS_BY_ABI[5])
-        net = (TCP_BIND | TCP_CONNECT) if self.tcp is not None else 0
-        scoped = (SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL) if self.scoped else 0
-        out = ["-L", f"{fs:x}", f"{net:x}", f"{scoped:x}"]
-        for path, rights in self.paths:
-            out += ["-r", f"{rights & fs:x}", path]
-        for port, rights in self.tcp or ():
-            out += ["-p", f"{rights:x}", str(port)]
-        if self.drop_capabilities:
-            out.append("-c")
-        return out
+        return list(_shim_options(self, abi))
 
     def describe(self) -> dict[str, object]:
         """For status and events: the rules in words."""
@@ -163,6 +153,22 @@ class Confinement:
             "tcp": None if self.tcp is None else [[port, _tcp_text(r)] for port, r in self.tcp],
             "scoped": self.scoped,
         }
+
+
+@functools.lru_cache(maxsize=1024)
+def _shim_options(confinement: Confinement, abi: int) -> tuple[str, ...]:
+    # Cached: an agent's rules are fixed at deploy, and its restarts are a hot path.
+    fs = _FS_BY_ABI.get(abi, _FS_BY_ABI[5])
+    net = (TCP_BIND | TCP_CONNECT) if confinement.tcp is not None else 0
+    scoped = (SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL) if confinement.scoped else 0
+    out = ["-L", f"{fs:x}", f"{net:x}", f"{scoped:x}"]
+    for path, rights in confinement.paths:
+        out += ["-r", f"{rights & fs:x}", path]
+    for port, rights in confinement.tcp or ():
+        out += ["-p", f"{rights:x}", str(port)]
+    if confinement.drop_capabilities:
+        out.append("-c")
+    return tuple(out)
 
 
 def rights_text(rights: int) -> str:

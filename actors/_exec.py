@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from . import _watchdog
+from ._cgroup import AgentCgroup, CgroupError, agent_cgroup, runtime_cgroups
 from ._confine import Confinement
 
 #: Where ``make`` builds ``cgexec.c``; ``ZIGGIE_CGROUP_SHIM`` may name another build, or
@@ -89,3 +91,44 @@ def check_program(program: str, cwd: str | os.PathLike[str], env: Mapping[bytes,
     if found is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
     return os.path.abspath(found)  # checked from here: the shim runs it from the agent's cwd
+
+
+def prepare(
+    agent_id: str,
+    argv: list[str],
+    cwd: str | os.PathLike[str],
+    env: Mapping[bytes, bytes],
+    limits: Mapping[str, str] | None,
+    confinement: Confinement | None,
+) -> tuple[list[str], AgentCgroup | None]:
+    """The argv that starts *argv* in a new cgroup (where the host allows; limited by
+    *limits*) and in *confinement*, and that cgroup. A kernel that cannot confine, a
+    limit without its controller, or a missing program refuses the start before anything
+    is made (or the cgroup made is removed again)."""
+    abi = confinement.check() if confinement is not None else 0
+    cgroup = agent_cgroup(agent_id)
+    if cgroup is None and limits:
+        raise CgroupError(
+            f"limits {sorted(limits)}: no usable cgroup v2 hierarchy here"
+            " (ZIGGIE_CGROUPS=off or none delegated)"
+        )
+    if cgroup is None and confinement is None:
+        return argv, None
+    try:
+        if cgroup is not None:
+            cgroup.limit(dict(limits or {}))
+        program = check_program(argv[0], cwd, env)
+    except OSError:
+        if cgroup is not None:
+            cgroup.remove()
+        raise
+    procs = cgroup.procs_file if cgroup is not None else None
+    return shim_argv(program, argv, cgroup_procs=procs, confinement=confinement, abi=abi), cgroup
+
+
+def spawn_mechanism() -> str:
+    """How an agent joins its cgroup before exec: ``ziggie-cgexec``, ``sh shim``, or
+    ``direct`` (no cgroups here)."""
+    if runtime_cgroups(_watchdog.token()) is None:
+        return "direct"
+    return "sh shim" if exec_shim() is None else "ziggie-cgexec"

@@ -30,9 +30,8 @@ import anyio
 import psutil
 
 from . import _watchdog
-from ._cgroup import CgroupError, agent_cgroup
 from ._confine import Confinement
-from ._exec import check_program, shim_argv
+from ._exec import prepare
 from ._procfs import (
     CHILD_LISTS,
     MARKER,
@@ -98,32 +97,10 @@ class ProcessTree:
             MARKER.encode(): agent_id.encode(),
             _watchdog.TOKEN_VAR.encode(): self.token.encode(),
         }
-        # Checked before anything is made: a kernel that cannot confine refuses the start.
-        abi = confinement.check() if confinement is not None else 0
-        #: This incarnation's own cgroup, where the host allows; else None.
-        self.cgroup = agent_cgroup(agent_id)
-        if self.cgroup is None and limits:
-            raise CgroupError(
-                f"limits {sorted(limits)}: no usable cgroup v2 hierarchy here"
-                " (ZIGGIE_CGROUPS=off or none delegated)"
-            )
-        if self.cgroup is not None or confinement is not None:
-            try:
-                if self.cgroup is not None:
-                    self.cgroup.limit(dict(limits or {}))
-                program = check_program(argv[0], cwd, env)
-            except OSError:
-                if self.cgroup is not None:
-                    self.cgroup.remove()
-                raise
-            # Joined and confined before exec, by the shim: no preexec_fn.
-            argv = shim_argv(
-                program,
-                argv,
-                cgroup_procs=self.cgroup.procs_file if self.cgroup is not None else None,
-                confinement=confinement,
-                abi=abi,
-            )
+        #: This incarnation's own cgroup, where the host allows; else None. The argv
+        #: to spawn goes through the exec shim when there is a cgroup or a confinement.
+        argv, self.cgroup = prepare(agent_id, argv, cwd, env, limits, confinement)
+        self.confinement = confinement
         #: A bound on the start time (clock ticks) of every process of the agent. Taken
         #: here, not read from the leader's /proc/<pid>/stat: that read waits for its exec
         #: to finish (0.35 ms a spawn, measured), and the tick is coarser than the gap.

@@ -167,15 +167,15 @@ def _oracle(pattern: str, path: str) -> bool:
             if ch == "?":
                 body += "[^/]"
             elif (ch == "[" and "]" in segment[i + 2 :]) or segment[i + 1 : i + 2] == "]":
-                end = segment.index("]", i + 2) if segment[i + 1 : i + 2] in ("!", "^") or (
-                    segment[i + 1 : i + 2] == "]"
-                ) else segment.index("]", i + 1)
+                end = (
+                    segment.index("]", i + 2)
+                    if segment[i + 1 : i + 2] in ("!", "^") or (segment[i + 1 : i + 2] == "]")
+                    else segment.index("]", i + 1)
+                )
                 inner = segment[i + 1 : end]
                 negated = inner[:1] in ("!", "^")
                 inner = inner[1:] if negated else inner
-                cls = "".join(
-                    "\\" + c if c in "\\]^[" else c for c in inner
-                )
+                cls = "".join("\\" + c if c in "\\]^[" else c for c in inner)
                 body += f"[^/{cls}]" if negated else f"(?!/)[{cls}]"
                 i = end + 1
                 continue

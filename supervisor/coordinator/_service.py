@@ -27,13 +27,18 @@ from supervisor import (
     ZiggieError,
     describe,
 )
-from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
+from supervisor.protocol import (
+    AgentSpec,
+    DeploymentRequest,
+    DeploymentResponse,
+    RayPlacement,
+)
 
 from . import _nesting, _placed, _record
 from ._agents import AgentHome, agent_child_spec, contained_spec
 from ._defaults import inherit_from_parent
 from ._housekeeping import prune_request
-from ._journal import Journal
+from ._journal import Journal, recorded_spec
 from ._ray import RayEngine, RemoteHandle
 from ._replies import AgentRefused, cause, not_found, reply, wrapper_id
 from ._runners import Runner, default_runners
@@ -310,7 +315,7 @@ class AgentService:
         row = self.journal.agent(agent_id)
         if row is None:
             return None
-        spec = AgentSpec.model_validate(row["spec"])
+        spec = recorded_spec(row)
         self._placing.add(agent_id)
         try:
             supervisor, child = self._prepare(spec, row["parent_id"] or "Ziggie", row["request_id"])

@@ -36,6 +36,7 @@ from ._schemas import (
     NetworkPermissions,
     RayPlacement,
     Status,
+    validation_summary,
 )
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "read_definition",
     "request_name",
     "response_name",
+    "validation_summary",
     "watch_directory",
     "write_atomic",
 ]

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StrictFloat,
     StrictInt,
+    ValidationError,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -389,3 +390,12 @@ class DeploymentResponse(_Model):
     code: ErrorCode | None = Field(
         default=None, description="Why a request failed, for programs (not in the seed)"
     )
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """The first few validation errors, each as ``field.path: message``."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
+    return "; ".join(parts)
