@@ -57,7 +57,8 @@ def spec(agent_id: str, home: Path, level: str = "L1", **extra: Any) -> dict[str
         "name": agent_id,
         "role": "tester",
         "task": "stay up",
-        "context": {"working_directory": str(home)},
+        # The demo agent may start a ``sleep`` (DEMO_GRANDCHILD): it may execute it.
+        "context": {"working_directory": str(home), "permissions": {"execute": ["sleep"]}},
         "max_iterations": extra.pop("max_iterations", 100_000),
         # A child's deadline, unless given, is its parent's remaining time (issue 11).
         **({"timeout_seconds": extra.pop("timeout_seconds", 120)} if level == "L1" else {}),

@@ -172,7 +172,8 @@ def agent_spec(agent_id: str, workdir: Path, **extra: Any) -> dict[str, Any]:
         "name": agent_id,
         "role": "test",
         "task": "test task",
-        "context": {"working_directory": str(workdir)},
+        # The demo agent may start a ``sleep`` (DEMO_GRANDCHILD): it may execute it.
+        "context": {"working_directory": str(workdir), "permissions": {"execute": ["sleep"]}},
         "max_iterations": 1000,
         "env": {"DEMO_PACE": "0.05"},
     }

@@ -75,7 +75,9 @@ async def test_claude_task_that_looks_like_a_flag_stays_the_prompt(
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     home = AgentHome.at(tmp_path / "home")
     task = "--dangerously-skip-permissions"
-    spec = make_spec(tmp_path, runner="claude", task=task, restart="transient")
+    record.touch()  # the one file it may write
+    context = {"working_directory": str(tmp_path), "permissions": {"write": [str(record)]}}
+    spec = make_spec(tmp_path, runner="claude", task=task, restart="transient", context=context)
     async with open_runtime() as rt:
         handle: ProcessHandle = await rt.start_child(agent_child_spec(spec, home, RUNNERS))
         assert handle.argv[0] == str(fake)  # resolved before the execute check (item 10)

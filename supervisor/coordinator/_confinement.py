@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from actors import READ as R
-from actors import TCP_BIND, TCP_CONNECT, Access, Confinement, ConfinementError, cgroup2_mount
+from actors import (
+    TCP_BIND,
+    TCP_CONNECT,
+    Access,
+    Confinement,
+    ConfinementError,
+    cgroup2_mount,
+    landlock_abi,
+)
 from actors import WRITE as W
 from supervisor.protocol import AgentSpec
 
@@ -218,7 +226,10 @@ def _pattern_rule(
     if real == "/":
         raise AgentRefused(f"{where} would allow the whole filesystem")
     if beneath(real, home) or beneath(home, real):
-        raise AgentRefused(f"{where} reaches the coordinator's home, which no agent may touch")
+        raise AgentRefused(
+            f"{where} reaches the coordinator's home {home!r}, which no agent may touch"
+            " (serve from a home outside the directories agents use: --home)"
+        )
     cgroups = cgroup2_mount()
     if cgroups is not None and (beneath(real, cgroups) or beneath(cgroups, real)):
         raise AgentRefused(f"{where} reaches cgroup files, which no agent may touch")
@@ -370,6 +381,17 @@ def _tcp(spec: AgentSpec, api_port: int | None) -> tuple[tuple[int, int], ...] |
     if api_port is not None:  # its own way to the coordinator's API
         ports[api_port] = ports.get(api_port, 0) | TCP_CONNECT
     return tuple(sorted(ports.items()))
+
+
+def mechanism(best_effort: bool) -> str:
+    """How this coordinator confines agents, for ``coordinator_ready`` and status."""
+    abi, needed = landlock_abi(), Confinement(paths=()).abi_needed
+    if abi >= needed:
+        return f"landlock abi {abi}"
+    why = f"Landlock ABI {abi} (signal scoping needs {needed})" if abi else "no Landlock"
+    if best_effort:
+        return f"none: {why}; best_effort runs agents unconfined"
+    return f"unavailable: {why}; deploys are refused (confinement = best_effort runs them)"
 
 
 def confinement_summary(confinement: Confinement | None, reason: str = "") -> dict[str, Any]:

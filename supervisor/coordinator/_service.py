@@ -36,6 +36,7 @@ from supervisor.protocol import (
 
 from . import _nesting, _placed, _record
 from ._agents import AgentHome, agent_child_spec, contained_spec
+from ._confinement import confinement_summary
 from ._defaults import inherit_from_parent
 from ._housekeeping import prune_request
 from ._journal import Journal, recorded_spec
@@ -218,6 +219,10 @@ class AgentService:
             f"Agent {spec.name} deployed successfully",
             pid=handle.pid,
             output_log=str(handle.log_path),
+            # What the kernel holds it to, and which patterns were widened to what.
+            agent={"confinement": confinement_summary(handle.tree.confinement)}
+            if isinstance(handle, ProcessHandle)
+            else None,
         )
 
     def status(self, request: DeploymentRequest) -> DeploymentResponse:
