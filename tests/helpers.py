@@ -14,6 +14,10 @@ from actors import marked_processes
 from actors._watchdog import TOKEN_VAR, in_family
 from supervisor import ChildContext, ChildSpec, EventLog, Restart, Shutdown, no_events
 
+#: Programs a test agent may run besides its own (the demo agent's DEMO_GRANDCHILD
+#: ``sleep``, the escapee scripts); its parents must hold them too (never wider).
+TEST_PROGRAMS = ["sh", "setsid", "sleep"]
+
 
 class Crash(Exception):
     pass
