@@ -207,3 +207,198 @@ ALLOWED = [
     "signal its own child",
     "connect to a listed port",
 ]
+
+
+# -- what the deploy answer, status and events say; what is refused -----------------------
+
+
+def _work(tmp_path: Path) -> tuple[Path, Path]:
+    home, work = tmp_path / "home", tmp_path / "work"
+    (work / "docs").mkdir(parents=True)
+    return home, work
+
+
+def _with(work: Path, agent_id: str = "a", level: str = "L1", **perms: Any) -> AgentSpec:
+    return spec(
+        agent_id,
+        level,
+        work.parent,
+        [sys.executable, "-c", "import time; time.sleep(600)"],
+        context={"working_directory": str(work), "permissions": perms},
+        timeout_seconds=120,
+    )
+
+
+async def test_widened_patterns_are_said_and_hostile_ones_refused(tmp_path: Path) -> None:
+    need_landlock()
+    home, work = _work(tmp_path)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    async with coordinator(home) as (rt, _coord):
+        with rt.events.listen(lambda event, fields: seen.append((event, fields))):
+            client = AgentDeploymentClient(home / "agent-queue")
+            for pattern, why in (
+                ("/**", "would allow the whole filesystem"),
+                (f"{tmp_path}/**", "reaches the coordinator's home"),
+                (f"{home}/agents/other/**", "reaches the coordinator's home"),
+                ("/sys/fs/cgroup/**", "reaches cgroup files"),
+            ):
+                refused = await client.deploy_agent(_with(work, read=[pattern]))
+                assert refused.status == "failed"
+                assert refused.code == "refused"
+                assert "context.permissions.read" in str(refused.error)
+                assert why in str(refused.error)
+            refused = await client.deploy_agent(_with(work, write=["/proc/self/**"]))
+            assert "the kernel's interfaces cannot be written" in str(refused.error)
+            answer = await client.deploy_agent(
+                _with(work, read=[f"{work}/docs/*.md", f"{work}/missing/**"])
+            )
+            assert answer.status == "deployed", answer.error
+            assert answer.agent is not None
+            said = answer.agent["confinement"]
+            assert said["mechanism"] == f"landlock abi {landlock_abi()}"
+            assert said["widened"] == {f"{work}/docs/*.md": str(work / "docs")}
+            assert said["missing"] == [f"{work}/missing/**"]
+            status = await client.check_agent_status("a")
+            assert status.agent is not None
+            assert status.agent["confinement"] == said
+            spawned = [f for e, f in seen if e == "spawned" and f["agent_id"] == "a"]
+            assert spawned[-1]["confinement"] == said
+            await client.terminate_agent("a")
+
+
+@pytest.mark.parametrize(
+    ("parent", "child", "field"),
+    [
+        ({"read": ["{w}/docs/**"]}, {"read": ["{w}/**"]}, "context.permissions.read"),
+        ({"read": ["{w}/**"]}, {"write": ["{w}/docs/**"]}, "context.permissions.write"),
+        ({"read": ["{w}/**"]}, {"read": ["{w}/link/**"]}, "context.permissions.read"),
+        ({}, {"execute": ["true"]}, "context.permissions.execute"),
+        ({"network": {"connect": [443]}}, {}, "context.permissions.network"),
+        ({"network": {"connect": [443]}}, {"network": {"connect": [80]}}, "network.connect"),
+    ],
+)
+async def test_a_child_is_never_wider_than_its_parent(
+    tmp_path: Path, parent: dict[str, Any], child: dict[str, Any], field: str
+) -> None:
+    """By the paths the patterns match and by the real directories the kernel enforces
+    (``link`` points outside the parent's tree), by real executables, by network."""
+    need_landlock()
+    home, work = _work(tmp_path)
+    (work / "link").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").mkdir()
+
+    def fill(perms: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(json.dumps(perms).replace("{w}", str(work)))
+
+    async with coordinator(home) as _:
+        client = AgentDeploymentClient(home / "agent-queue")
+        assert (await client.deploy_agent(_with(work, "p", **fill(parent)))).status == "deployed"
+        answer = await client.deploy_agent(_with(work, "c", "L2", **fill(child)), parent_agent="p")
+        assert answer.status == "failed"
+        assert answer.code == "refused"
+        assert field in str(answer.error)
+        await client.terminate_agent("p")
+
+
+async def test_caps_and_limits_are_inherited_and_never_lifted(tmp_path: Path) -> None:
+    need_landlock()
+    home, work = _work(tmp_path)
+    async with coordinator(home) as (_rt, coord):
+        client = AgentDeploymentClient(home / "agent-queue")
+        parent = _with(work, "p").model_copy(
+            update={"max_children": 2, "tools": ["Read"], "max_restarts": 2, "max_seconds": 60.0}
+        )
+        assert (await client.deploy_agent(parent)).status == "deployed"
+        for update, field in (
+            ({"max_children": 3}, "max_children"),
+            ({"tools": ["Read", "Bash"]}, "tools"),
+            ({"max_restarts": 3}, "max_restarts"),
+            ({"max_restarts": 2, "max_seconds": 10.0}, "max_seconds"),
+        ):
+            kid = _with(work, "c", "L2").model_copy(update={"tools": ["Read"], **update})
+            answer = await client.deploy_agent(kid, parent_agent="p")
+            assert answer.code == "refused", update
+            assert field in str(answer.error)
+        kid = _with(work, "c", "L2").model_copy(update={"tools": ["Read"]})
+        assert (await client.deploy_agent(kid, parent_agent="p")).status == "deployed"
+        row = coord.service.journal.agent("c")
+        assert row is not None
+        assert row["spec"]["max_children"] == 2  # inherited, not lifted by omission
+        await client.terminate_agent("p")
+
+
+async def test_recovery_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
+    """Rows planted in the journal (as a pre-confinement agent could have) are validated
+    like requests before anything runs: none of these starts a process."""
+    need_landlock()
+    home, work = _work(tmp_path)
+    planted = tmp_path / "planted"
+    async with coordinator(home) as (_rt, coord):
+        journal = coord.service.journal
+        evil = _with(work, "evil").model_dump(mode="json")
+        evil["command"] = ["/bin/sh", "-c", f"touch {planted}"]
+        rows = {
+            "bad-env": {**evil, "id": "bad-env", "env": {"LD_PRELOAD": "/tmp/x.so"}},
+            "orphan-l2": {**evil, "id": "orphan-l2", "level": "L2"},
+            "mismatch": {**evil, "id": "someone-else"},
+            "home-reader": {
+                **evil,
+                "id": "home-reader",
+                "context": {
+                    "working_directory": str(work),
+                    "permissions": {"read": [f"{home}/**"]},
+                },
+            },
+        }
+        for agent_id, data in rows.items():
+            journal.add_agent(
+                agent_id,
+                json.dumps(data),
+                parent_id=None,
+                level=data["level"],
+                request_id=None,
+                restart="permanent",
+            )
+            journal.update_agent(agent_id, state="running")
+        journal.add_agent(
+            "not-json", "{", parent_id=None, level="L1", request_id=None, restart="permanent"
+        )
+        journal.update_agent("not-json", state="running")
+        from supervisor.coordinator._recovery import recover_agents
+
+        await recover_agents(coord.service)
+        for agent_id in [*rows, "not-json"]:
+            row = journal.agent(agent_id)
+            assert row is not None
+            assert row["state"] == "failed", agent_id
+            assert "redeploy after recovery failed" in row["reason"]
+            assert agent_id not in coord.service.rt
+    assert not planted.exists()
+
+
+async def test_without_landlock_deploys_are_refused_unless_best_effort(tmp_path: Path) -> None:
+    """Fail closed: a kernel that cannot confine refuses, naming the setting; with
+    ``confinement = "best_effort"`` the agent runs and every view says it is unconfined."""
+    from .queue_helpers import serve_process
+
+    _home, work = _work(tmp_path)
+    base = {**os.environ, "ZIGGIE_LANDLOCK": "off"}
+    for mode, home in (("enforce", tmp_path / "strict"), ("best_effort", tmp_path / "loose")):
+        with serve_process(home, env={**base, "ZIGGIE_CONFINEMENT": mode}):
+            client = AgentDeploymentClient(home / "agent-queue")
+            answer = await client.deploy_agent(_with(work))
+            events = (home / "events.jsonl").read_text()
+            ready = [json.loads(x) for x in events.splitlines() if "coordinator_ready" in x]
+            if mode == "enforce":
+                assert answer.code == "refused"
+                assert 'confinement = "best_effort"' in str(answer.error)
+                assert ready[-1]["confinement"].startswith("unavailable: no Landlock")
+                continue
+            assert answer.status == "deployed", answer.error
+            assert answer.agent is not None
+            assert answer.agent["confinement"]["mechanism"] == "none"
+            status = await client.check_agent_status("a")
+            assert status.agent is not None
+            assert status.agent["confinement"]["mechanism"] == "none"
+            assert ready[-1]["confinement"].startswith("none: no Landlock")
+            await client.terminate_agent("a")
