@@ -63,6 +63,15 @@ def listeners(count: int) -> Iterator[list[int]]:
             s.close()
 
 
+@contextmanager
+def abstract_listener(name: str) -> Iterator[None]:
+    """An abstract UNIX socket of ours (the coordinator's side of the scope)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind("\0" + name)
+        s.listen(4)
+        yield
+
+
 def spec(agent_id: str, level: str, tmp_path: Path, argv: list[str], **extra: Any) -> AgentSpec:
     return AgentSpec.model_validate(
         {
@@ -116,7 +125,8 @@ async def test_the_escape_corpus_is_denied_at_every_level(
     listed, unlisted = shutil.which("true"), shutil.which("id")
     assert listed
     assert unlisted
-    with listeners(2) as (port_open, port_closed):
+    abstract = f"ziggie-probe-{os.getpid()}"
+    with listeners(2) as (port_open, port_closed), abstract_listener(abstract):
         permissions = {
             "read": [f"{ro}/**", f"{AGENTS}/**"],
             "write": [f"{rw}/**"],
@@ -140,6 +150,7 @@ async def test_the_escape_corpus_is_denied_at_every_level(
                 "unlisted": unlisted,
                 "port_open": port_open,
                 "port_closed": port_closed,
+                "abstract": abstract,
             }
             argv = [sys.executable, str(ESCAPE), json.dumps(targets)]
             parent = "Ziggie"
@@ -203,6 +214,8 @@ ATTACKS = [
     "read the coordinator's environ",
     "leave its cgroup",
     "connect to an unlisted port",
+    "connect to the coordinator's abstract socket",
+    "use a capability (chown to another user)",
     "bind a port",
 ]
 ALLOWED = [

@@ -46,6 +46,18 @@ def connect(port: int) -> None:
         pass
 
 
+def connect_abstract(name: str) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect("\0" + name)
+
+
+def chown_to_another_user() -> None:
+    """CAP_CHOWN: giving a file away is a capability a root agent must not hold."""
+    target = rw / f"mine-{me}"
+    target.write_text("x")
+    os.chown(target, 1, 1)
+
+
 def bind() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,6 +124,8 @@ ATTACKS: dict[str, Callable[[], object]] = {
     "read the coordinator's environ": lambda: Path(f"/proc/{coordinator}/environ").read_bytes(),
     "leave its cgroup": lambda: Path(cgroup_root(), "cgroup.procs").write_text(str(os.getpid())),
     "connect to an unlisted port": lambda: connect(T["port_closed"]),
+    "connect to the coordinator's abstract socket": lambda: connect_abstract(T["abstract"]),
+    "use a capability (chown to another user)": chown_to_another_user,
     "bind a port": bind,
 }
 ALLOWED: dict[str, Callable[[], object]] = {
