@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import itertools
 import os
 import re
-import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -38,12 +35,6 @@ try:  # Linux only
 except ImportError:  # pragma: no cover
     INotify = None
 
-#: The shell shim: ``$0`` is the cgroup's ``cgroup.procs``, ``"$@"`` the agent's argv.
-#: The agent's words are arguments, never part of the script.
-SHIM: Final = 'echo $$ > "$0" && exec "$@"'
-#: Where ``make`` builds ``cgexec.c``; ``ZIGGIE_CGROUP_SHIM`` may name another build, or
-#: ``sh`` for the shell shim.
-CGEXEC: Final = Path(__file__).with_name("_bin") / "ziggie-cgexec"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 #: Controllers a spec's ``limits`` maps onto, and the files they write.
 LIMIT_FILES: Final = {"memory": "memory.max", "cpu": "cpu.max", "pids": "pids.max"}
@@ -118,10 +109,6 @@ class AgentCgroup:
     @property
     def procs_file(self) -> str:
         return self._procs
-
-    def wrap(self, argv: list[str], program: str) -> list[str]:
-        """*argv* (whose executable is *program*), joining this cgroup before it runs."""
-        return shim_argv(exec_shim(), self._procs, program, argv)
 
     def pids(self) -> set[int]:
         try:
@@ -299,56 +286,9 @@ def mechanism(token: str) -> str:
 _incarnations = itertools.count(1)
 
 
-def exec_shim() -> str | None:
-    """The built ``ziggie-cgexec`` to join cgroups with, or None for the shell shim."""
-    chosen = os.environ.get("ZIGGIE_CGROUP_SHIM", "auto")
-    if chosen == "sh":
-        return None
-    path = CGEXEC if chosen == "auto" else Path(chosen)
-    return str(path) if os.access(path, os.X_OK) and path.is_file() else None
-
-
-def shim_argv(shim: str | None, procs_file: str, program: str, argv: list[str]) -> list[str]:
-    """*argv* run through *shim* (a ``ziggie-cgexec``; None: the shell shim), which joins
-    the cgroup of *procs_file* before it execs *program*."""
-    if shim is None:
-        return ["/bin/sh", "-c", SHIM, procs_file, *argv]
-    return [shim, procs_file, program, *argv]
-
-
-def check_program(program: str, cwd: str | os.PathLike[str], env: Mapping[bytes, bytes]) -> str:
-    """The executable *program* names, found as Popen would; FileNotFoundError if none.
-
-    A shim reports a missing program only as exit 127: checked here, a start is refused
-    with a clear error instead of entering a crash loop.
-    """
-    if os.sep in program:
-        path = program if os.path.isabs(program) else os.path.join(os.fspath(cwd), program)
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-        return program  # relative to cwd, which the shim runs in, as Popen would
-    # As Popen (os.get_exec_path): the agent's PATH, else the default; a relative entry
-    # is relative to the directory the agent starts in.
-    search = os.fsdecode(env.get(b"PATH", os.defpath.encode()))
-    here = os.fspath(cwd)
-    dirs = [d if os.path.isabs(d) else os.path.join(here, d) for d in search.split(os.pathsep)]
-    found = shutil.which(program, path=os.pathsep.join(dirs))
-    if found is None:
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-    return os.path.abspath(found)  # checked from here: the shim runs it from the agent's cwd
-
-
 def stop_mechanism() -> str:
     """How this runtime stops agents: ``cgroup2 <path>`` or the process-group fallback."""
     return mechanism(_watchdog.token())
-
-
-def spawn_mechanism() -> str:
-    """How an agent joins its cgroup before exec: ``ziggie-cgexec``, ``sh shim``, or
-    ``direct`` (no cgroups here)."""
-    if runtime_cgroups(_watchdog.token()) is None:
-        return "direct"
-    return "sh shim" if exec_shim() is None else "ziggie-cgexec"
 
 
 def cgroup_controllers() -> frozenset[str] | None:

@@ -22,6 +22,7 @@ from supervisor import (
     open_supervisor,
 )
 
+from ._confine import Confinement
 from ._logfile import RotatingLog, pump
 from ._proctree import _KILL_ROUNDS, ProcessTree, StopReport
 
@@ -93,6 +94,7 @@ def process_spec(
     meta: Mapping[str, Any] | None = None,
     token: str | None = None,
     limits: Mapping[str, str] | None = None,
+    confinement: Confinement | None = None,
     **options: Unpack[SpecOptions],
 ) -> ChildSpec:
     """A child spec that runs *argv* (exactly, no shell) as a supervised process tree.
@@ -106,7 +108,9 @@ def process_spec(
     *token* is the runtime token its processes carry (default: this process's).
     *limits* are cgroup v2 files to write (``{"memory.max": "536870912"}``-style keys
     ``memory``, ``cpu``, ``pids`` with the file's syntax); a start is refused where the
-    controller is missing (:class:`CgroupError`).
+    controller is missing (:class:`CgroupError`). *confinement* is enforced by the kernel
+    on every incarnation before it runs (:class:`Confinement`); a kernel that cannot
+    enforce it refuses the start (:class:`ConfinementError`).
     """
     argv = list(argv)
     if not argv or not argv[0]:
@@ -118,56 +122,75 @@ def process_spec(
         else {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
     )
 
+    launch = _Launch(
+        argv=argv,
+        cwd=cwd,
+        env=environ,
+        log_path=log_path,
+        log_max_bytes=log_max_bytes,
+        log_backups=log_backups,
+        definition_path=definition_path,
+        nested=nested,
+        max_children=max_children,
+        stop_order=stop_order,
+        token=token,
+        limits=dict(limits or {}),
+        confinement=confinement,
+    )
+
     async def start(ctx: ChildContext) -> None:
         environ[b"ZIGGIE_INCARNATION"] = str(ctx.incarnation).encode()
-        await _run_process(
-            ctx,
-            argv,
-            cwd,
-            environ,
-            log_path,
-            log_max_bytes,
-            log_backups,
-            definition_path,
-            (nested, max_children, stop_order),
-            token,
-            dict(limits or {}),
-        )
+        await _run_process(ctx, launch)
 
     return ChildSpec(id=id, start=start, meta=dict(meta or {}), **options)
 
 
-async def _run_process(
-    ctx: ChildContext,
-    argv: list[str],
-    cwd: str | os.PathLike[str],
-    env: dict[bytes, bytes],
-    log_path: Path | None,
-    log_max_bytes: int,
-    log_backups: int,
-    definition_path: Path | None,
-    nesting: tuple[bool, int | None, StopOrder],
-    token: str | None = None,
-    limits: Mapping[str, str] | None = None,
-) -> None:
-    log = RotatingLog(log_path, max_bytes=log_max_bytes, backups=log_backups) if log_path else None
+@dataclass(frozen=True, slots=True)
+class _Launch:
+    """Everything :func:`process_spec` fixed for every incarnation of one process child."""
+
+    argv: list[str]
+    cwd: str | os.PathLike[str]
+    env: dict[bytes, bytes]
+    log_path: Path | None
+    log_max_bytes: int
+    log_backups: int
+    definition_path: Path | None
+    nested: bool
+    max_children: int | None
+    stop_order: StopOrder
+    token: str | None
+    limits: dict[str, str]
+    confinement: Confinement | None
+
+
+async def _run_process(ctx: ChildContext, launch: _Launch) -> None:
+    log_path, argv = launch.log_path, launch.argv
+    log = (
+        RotatingLog(log_path, max_bytes=launch.log_max_bytes, backups=launch.log_backups)
+        if log_path
+        else None
+    )
     read_fd, write_fd = os.pipe() if log else (None, None)
     try:
         tree = ProcessTree(
             argv,
             agent_id=ctx.id,
-            cwd=cwd,
-            env=env,
+            cwd=launch.cwd,
+            env=launch.env,
             stdout=write_fd if write_fd is not None else None,
-            token=token,
-            limits=limits,
+            token=launch.token,
+            limits=launch.limits,
+            confinement=launch.confinement,
         )
-    except OSError as exc:
+    except BaseException as exc:
         if read_fd is not None:
             os.close(read_fd)
         if log:
             log.close()
-        raise SpawnError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        if isinstance(exc, OSError):
+            raise SpawnError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        raise
     finally:
         if write_fd is not None:
             os.close(write_fd)  # only the tree holds the write end now: EOF means all gone
@@ -179,17 +202,26 @@ async def _run_process(
         log_path=log_path,
         started_at=time.time(),
         tree=tree,
-        definition_path=definition_path,
+        definition_path=launch.definition_path,
     )
-    ctx.emit("spawned", pid=tree.pid, program=argv[0], log=str(log_path) if log_path else None)
+    confined = {"confinement": launch.confinement.report} if launch.confinement else {}
     returncode: int | None = None
     try:
         async with anyio.create_task_group() as tg:
             drain = anyio.CancelScope(shield=True)
             if read_fd is not None and log is not None:
                 tg.start_soon(_drain, drain, read_fd, log)
-            try:
-                returncode = await _supervise(ctx, tree, handle, *nesting)
+            try:  # from here on, whatever happens, the tree is stopped
+                ctx.emit(
+                    "spawned",
+                    pid=tree.pid,
+                    program=argv[0],
+                    log=str(log_path) if log_path else None,
+                    **confined,
+                )
+                returncode = await _supervise(
+                    ctx, tree, handle, launch.nested, launch.max_children, launch.stop_order
+                )
             finally:
                 await _stop(ctx, tree, handle, returncode)
                 drain.deadline = anyio.current_time() + _DRAIN_SECONDS

@@ -30,7 +30,8 @@ import anyio
 import psutil
 
 from . import _watchdog
-from ._cgroup import CgroupError, agent_cgroup, check_program
+from ._confine import Confinement
+from ._exec import prepare
 from ._procfs import (
     CHILD_LISTS,
     MARKER,
@@ -85,6 +86,7 @@ class ProcessTree:
         stdout: int | IO[bytes] | None,
         token: str | None = None,
         limits: Mapping[str, str] | None = None,
+        confinement: Confinement | None = None,
     ) -> None:
         self.agent_id = agent_id
         #: The runtime token its processes carry (``ZIGGIE_RUNTIME``): a coordinator
@@ -95,21 +97,10 @@ class ProcessTree:
             MARKER.encode(): agent_id.encode(),
             _watchdog.TOKEN_VAR.encode(): self.token.encode(),
         }
-        #: This incarnation's own cgroup, where the host allows (issue 15); else None.
-        self.cgroup = agent_cgroup(agent_id)
-        if self.cgroup is not None:
-            try:
-                self.cgroup.limit(dict(limits or {}))
-                program = check_program(argv[0], cwd, env)
-            except OSError:
-                self.cgroup.remove()
-                raise
-            argv = self.cgroup.wrap(argv, program)  # joins it before exec: no preexec_fn
-        elif limits:
-            raise CgroupError(
-                f"limits {sorted(limits)}: no usable cgroup v2 hierarchy here"
-                " (ZIGGIE_CGROUPS=off or none delegated)"
-            )
+        #: This incarnation's own cgroup, where the host allows; else None. The argv
+        #: to spawn goes through the exec shim when there is a cgroup or a confinement.
+        argv, self.cgroup = prepare(agent_id, argv, cwd, env, limits, confinement)
+        self.confinement = confinement
         #: A bound on the start time (clock ticks) of every process of the agent. Taken
         #: here, not read from the leader's /proc/<pid>/stat: that read waits for its exec
         #: to finish (0.35 ms a spawn, measured), and the tick is coarser than the gap.

@@ -20,7 +20,8 @@ import psutil
 import trio
 
 from actors import become_subreaper, process_spec, spawn_mechanism, stop_mechanism, token
-from actors._cgroup import exec_shim, runtime_cgroups, shim_argv
+from actors._cgroup import runtime_cgroups
+from actors._exec import exec_shim, shim_argv
 from actors._watchdog import watchdog_pid
 from bench._table import ms, table, verdict
 from supervisor import (
@@ -154,7 +155,7 @@ def raw_shim_spawn(shim: str | None) -> float:
         cg = base / str(i)
         cg.mkdir()
         made.append(cg)
-        argv = shim_argv(shim, str(cg / "cgroup.procs"), program, PLAIN)
+        argv = shim_argv(program, PLAIN, cgroup_procs=str(cg / "cgroup.procs"), shim=shim)
         procs.append(subprocess.Popen(argv, start_new_session=True))
     took = time.perf_counter() - t0
     for p in procs:
@@ -174,7 +175,7 @@ def raw_cgroup_kill() -> float:
     sh = shutil.which(WITH_GRANDCHILD[0])
     assert sh is not None
     for cg in groups:
-        argv = shim_argv(shim, str(cg / "cgroup.procs"), sh, WITH_GRANDCHILD)
+        argv = shim_argv(sh, WITH_GRANDCHILD, cgroup_procs=str(cg / "cgroup.procs"), shim=shim)
         procs.append(subprocess.Popen(argv, start_new_session=True))
     for cg in groups:
         while len((cg / "cgroup.procs").read_text().split()) < 2:

@@ -26,7 +26,7 @@ def spec(agent_id: str, home: str, level: str, **env: str) -> dict[str, object]:
         "name": agent_id.replace("-", " ").title(),
         "role": "demo",
         "task": f"{agent_id}: keep watch",
-        "context": {"working_directory": home},
+        "context": {"working_directory": home, "permissions": {"execute": ["sleep"]}},
         "max_iterations": 100000,
         "timeout_seconds": {"L1": 900, "L2": 800, "L3": 700}[level],
         "restart": "transient",

@@ -55,7 +55,13 @@ def agent(
         "task": f"Demo task for {agent_id}",
         "context": {
             "working_directory": str(work),
-            "permissions": {"read": [f"{work}/**"], "write": [f"{work}/reports/**"]},
+            # What the kernel holds each agent to (a child's are within its parent's):
+            # the demo agent reads the work tree, writes reports, and may run `sleep`.
+            "permissions": {
+                "read": [f"{work}/**"],
+                "write": [f"{work}/reports/**"],
+                "execute": ["sleep"],
+            },
         },
         "max_iterations": 200,
         "timeout_seconds": timeout,
@@ -117,15 +123,18 @@ class Waiter:
 async def main() -> int:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ziggie-demo-") as tmp:
-        work = Path(tmp)
+        # The home is the operator's: no agent may touch it, so it lies beside the work
+        # tree the agents are given, never inside it.
+        work, home = Path(tmp) / "work", Path(tmp) / "home"
+        (work / "reports").mkdir(parents=True)
         events = json_events(sys.stdout)
         waiter = Waiter()
         seen = waiter.seen
         with events.listen(waiter.listener):
             async with (
                 open_runtime("ziggie", events=events) as rt,
-                open_coordinator(rt, Settings(home=work / "home")) as coord,
-                AgentDeploymentClient(work / "home" / "agent-queue") as client,
+                open_coordinator(rt, Settings(home=home)) as coord,
+                AgentDeploymentClient(home / "agent-queue") as client,
             ):
                 answer = await client.deploy_agent(overwatch_spec(work))
                 console.print(f"[bold]deploy overwatch:[/] {answer.status} pid={answer.pid}")

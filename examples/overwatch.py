@@ -1,8 +1,11 @@
 """The seed's "Integration with Ziggie": deploy Overwatch (L1) through a coordinator.
 
-Start a coordinator first (``ziggie serve --home ./.ziggie``), then::
+Start a coordinator first (``ziggie serve --home /srv/ziggie-home``), then::
 
-    python examples/overwatch.py --home ./.ziggie
+    python examples/overwatch.py --home /srv/ziggie-home --workdir /srv/work
+
+The work directory is what Overwatch may read (and its ``agent-reports/`` what it may
+write); the coordinator's home must lie outside it, as no agent may touch the home.
 
 It deploys Overwatch, checks its status, and (with ``--terminate``) stops it again.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,6 +14,10 @@ import pytest
 from actors import marked_processes
 from actors._watchdog import TOKEN_VAR, in_family
 from supervisor import ChildContext, ChildSpec, EventLog, Restart, Shutdown, no_events
+
+#: Programs a test agent may run besides its own (the demo agent's DEMO_GRANDCHILD
+#: ``sleep``, the escapee scripts); its parents must hold them too (never wider).
+TEST_PROGRAMS = ["sh", "setsid", "sleep"]
 
 
 class Crash(Exception):
@@ -121,3 +126,26 @@ def marked(agent_ids: Iterable[str]) -> dict[str, list[int]]:
         if proc.agent_id in wanted and in_family(proc.token, family):
             found.setdefault(proc.agent_id, []).append(proc.pid)
     return found
+
+
+def build_cgexec(tmp_path: Path, variant: str) -> Path:
+    """``actors/cgexec.c`` built into *tmp_path* with the Makefile's flags for *variant*
+    (``nolibc``: x86-64 only; ``libc``), or a loud skip where it cannot be built here."""
+    import platform
+    import shutil
+    import subprocess
+
+    from .loud import loud_skip
+
+    if shutil.which("cc") is None:
+        loud_skip("no C compiler here: ziggie-cgexec's source was not built by the tests")
+    if variant == "nolibc" and platform.machine() != "x86_64":
+        pytest.skip("the nolibc variant is x86-64 only; the libc one is tested")
+    root = Path(__file__).resolve().parent.parent
+    make = (root / "Makefile").read_text().replace("\\\n", " ")
+    nolibc = make.split("CGEXEC_NOLIBC :=", 1)[1].split("\n", 1)[0].split()
+    flags = nolibc if variant == "nolibc" else ["-O2", "-DCGEXEC_LIBC"]
+    binary = tmp_path / f"cgexec-{variant}"
+    source = root / "actors" / "cgexec.c"
+    subprocess.run(["cc", *flags, "-Wall", "-Wextra", "-Werror", "-o", binary, source], check=True)
+    return binary

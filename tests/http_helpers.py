@@ -17,6 +17,7 @@ import httpx
 from supervisor import Runtime, no_events, open_runtime
 from supervisor.coordinator import Coordinator, Settings, open_coordinator
 
+from .helpers import TEST_PROGRAMS
 from .queue_helpers import reap_descendants, serve_process
 
 
@@ -57,7 +58,9 @@ def spec(agent_id: str, home: Path, level: str = "L1", **extra: Any) -> dict[str
         "name": agent_id,
         "role": "tester",
         "task": "stay up",
-        "context": {"working_directory": str(home)},
+        # What test agents start (the demo agent's DEMO_GRANDCHILD ``sleep``, the escapee
+        # scripts): they may execute it, and so may their parents (never wider).
+        "context": {"working_directory": str(home), "permissions": {"execute": TEST_PROGRAMS}},
         "max_iterations": extra.pop("max_iterations", 100_000),
         # A child's deadline, unless given, is its parent's remaining time (issue 11).
         **({"timeout_seconds": extra.pop("timeout_seconds", 120)} if level == "L1" else {}),

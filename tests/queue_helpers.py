@@ -23,6 +23,7 @@ from supervisor import Runtime, no_events, open_runtime
 from supervisor.coordinator import Coordinator, Settings, open_coordinator
 from supervisor.protocol import LOCK_NAME
 
+from .helpers import TEST_PROGRAMS
 from .waiting import until_files, until_gone_sync
 
 
@@ -172,7 +173,9 @@ def agent_spec(agent_id: str, workdir: Path, **extra: Any) -> dict[str, Any]:
         "name": agent_id,
         "role": "test",
         "task": "test task",
-        "context": {"working_directory": str(workdir)},
+        # What test agents start (the demo agent's DEMO_GRANDCHILD ``sleep``, the escapee
+        # scripts): they may execute it, and so may their parents (never wider).
+        "context": {"working_directory": str(workdir), "permissions": {"execute": TEST_PROGRAMS}},
         "max_iterations": 1000,
         "env": {"DEMO_PACE": "0.05"},
     }

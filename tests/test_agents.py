@@ -14,6 +14,7 @@ from actors import ProcessHandle
 from supervisor import AgentSpec, ChildState, Outcome, open_runtime
 from supervisor.coordinator import AgentHome, AgentRefused, default_runners
 from supervisor.coordinator._agents import agent_child_spec
+from supervisor.coordinator._confinement import INHERITED_ENV
 from supervisor.coordinator._runners import resolve_argv
 from supervisor.protocol import read_definition
 
@@ -65,13 +66,19 @@ def test_missing_or_non_directory_working_directory_is_refused(
         )
 
 
-def test_execute_permissions_gate_the_program(tmp_path: Path, home: AgentHome) -> None:
-    ctx = {"working_directory": str(tmp_path), "permissions": {"execute": ["git", "docker"]}}
-    with pytest.raises(AgentRefused, match=r"'python3\.11|python.*' is not in permissions"):
-        agent_child_spec(make_spec(tmp_path, context=ctx), home, RUNNERS)
-    ctx["permissions"] = {"execute": ["git", "python"]}  # python3.11 is a python
-    agent_child_spec(make_spec(tmp_path, context=ctx), home, RUNNERS)
-    ctx["permissions"] = {"execute": ["sleep"]}
+def test_execute_entries_are_programs_that_exist(tmp_path: Path, home: AgentHome) -> None:
+    """An entry names a program on the coordinator's PATH or an absolute path; anything
+    else is refused by name, before anything runs."""
+    ctx: dict[str, object] = {"working_directory": str(tmp_path)}
+    for entries, message in (
+        (["git", "no-such-program-xyz"], r"'no-such-program-xyz' not found on the coordinator"),
+        (["./bin/tool"], r"'./bin/tool': a program name or an absolute path"),
+        (["/no/such/file"], r"'/no/such/file' is not a file"),
+    ):
+        ctx["permissions"] = {"execute": entries}
+        with pytest.raises(AgentRefused, match=f"context.permissions.execute: {message}"):
+            agent_child_spec(make_spec(tmp_path, context=ctx), home, RUNNERS)
+    ctx["permissions"] = {"execute": ["sleep", "/bin/sh"]}
     agent_child_spec(make_spec(tmp_path, context=ctx, command=["sleep", "1"]), home, RUNNERS)
 
 
@@ -120,6 +127,7 @@ async def test_claude_runner_runs_a_fake_claude_on_path(
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "argv.json"
+    record.touch()  # a write permission allows what exists when the agent is deployed
     fake = bin_dir / "claude"
     fake.write_text(
         f"#!{sys.executable}\nimport json, os, sys\n"
@@ -129,7 +137,17 @@ async def test_claude_runner_runs_a_fake_claude_on_path(
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     task = "Fix the bug in $(echo pwned)"
-    spec = make_spec(tmp_path, runner="claude", task=task, max_iterations=3, restart="transient")
+    spec = make_spec(
+        tmp_path,
+        runner="claude",
+        task=task,
+        max_iterations=3,
+        restart="transient",
+        context={
+            "working_directory": str(tmp_path),
+            "permissions": {"write": [str(record)]},  # what the fake records, and no more
+        },
+    )
     async with open_runtime() as rt:
         with event_waits(rt) as waits:
             await rt.start_child(agent_child_spec(spec, home, RUNNERS))
@@ -142,17 +160,20 @@ async def test_claude_runner_runs_a_fake_claude_on_path(
     assert recorded["argv"][recorded["argv"].index("--max-turns") + 1] == "3"
 
 
-async def test_agent_environment_and_files(tmp_path: Path, home: AgentHome) -> None:
-    probe = tmp_path / "env.json"
-    script = (
-        "import json, os, sys; json.dump({k: v for k, v in os.environ.items()"
-        " if k.startswith(('ZIGGIE_', 'PYTHONUNBUFFERED', 'EXTRA'))}, open(sys.argv[1], 'w'))"
-    )
+async def test_agent_environment_is_an_allowlist(
+    tmp_path: Path, home: AgentHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent inherits a documented set of the coordinator's variables, its own
+    ``ZIGGIE_*`` and its spec's ``env``: never the coordinator's secrets."""
+    monkeypatch.setenv("ZIGGIE_API_TOKEN", "operator-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "cloud-secret")
+    monkeypatch.setenv("LC_TIME", "C")
+    script = "import json, os; print(json.dumps(dict(os.environ)))"
     spec = make_spec(
         tmp_path,
         id="L2-worker",
         level="L2",
-        command=[sys.executable, "-c", script, str(probe)],
+        command=[sys.executable, "-c", script],
         env={"EXTRA": "yes"},
         restart="transient",
     )
@@ -162,20 +183,29 @@ async def test_agent_environment_and_files(tmp_path: Path, home: AgentHome) -> N
                 agent_child_spec(spec, home, RUNNERS, parent_id="boss")
             )
             await waits.event("exited", "L2-worker")
-    env = json.loads(probe.read_text())
-    assert env["ZIGGIE_AGENT_ID"] == "L2-worker"
-    assert env["ZIGGIE_LEVEL"] == "L2"
-    assert env["ZIGGIE_PARENT_ID"] == "boss"
-    assert env["ZIGGIE_HOME"] == str(home.root)
-    assert env["ZIGGIE_DEFINITION"] == str(home.definitions / "L2-worker.md")
-    assert env["ZIGGIE_MAX_ITERATIONS"] == "10"
-    assert env["PYTHONUNBUFFERED"] == "1"
-    assert env["EXTRA"] == "yes"
-    assert env["ZIGGIE_RUNTIME"]
     assert handle.log_path is not None
+    env = json.loads(handle.log_path.read_text())
+    private = home.agent_dir("L2-worker")
+    assert env.pop("ZIGGIE_AGENT_ID") == "L2-worker"
+    assert env.pop("ZIGGIE_LEVEL") == "L2"
+    assert env.pop("ZIGGIE_PARENT_ID") == "boss"
+    assert env.pop("ZIGGIE_HOME") == str(private)
+    assert env.pop("ZIGGIE_DEFINITION") == str(home.definitions / "L2-worker.md")
+    assert env.pop("ZIGGIE_MAX_ITERATIONS") == "10"
+    assert env.pop("ZIGGIE_INCARNATION") == "1"
+    assert env.pop("ZIGGIE_RUNTIME")
+    assert env.pop("HOME") == str(private / "home")
+    assert env.pop("TMPDIR") == str(private / "tmp")
+    assert env.pop("PYTHONUNBUFFERED") == "1"
+    assert env.pop("EXTRA") == "yes"
+    assert env.pop("LC_TIME") == "C"
+    assert env.pop("PATH") == os.environ["PATH"]
+    assert set(env) <= set(INHERITED_ENV)  # nothing else: no token, no secret
     assert handle.log_path.parent == home.logs
     assert handle.log_path.name.startswith("L2-worker_")
     assert stat.S_IMODE(handle.log_path.stat().st_mode) == 0o600
+    for directory in (private, private / "home", private / "tmp"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
 def test_env_cannot_override_runtime_variables(tmp_path: Path) -> None:

@@ -20,11 +20,13 @@ import anyio
 import pytest
 
 from actors import ProcessHandle, cgroup_controllers, process_spec, spawn_mechanism, token
-from actors._cgroup import CGEXEC, AgentCgroup, cgroup2_mount, exec_shim, runtime_cgroups
+from actors._cgroup import AgentCgroup, cgroup2_mount, runtime_cgroups
+from actors._exec import CGEXEC, exec_shim
 from supervisor import Shutdown, StartError, no_events, open_runtime
 from supervisor.coordinator import Settings, open_coordinator
 from supervisor.protocol import AgentSpec
 
+from .helpers import build_cgexec
 from .helpers import real_clock_backend as anyio_backend  # noqa: F401
 from .loud import loud_skip
 from .queue_helpers import agent_spec, coordinator
@@ -392,23 +394,11 @@ def test_cgexec_source_builds_and_keeps_the_shell_contract(tmp_path: Path, varia
     """The C source, built here (both variants) with the Makefile's flags: it joins the
     cgroup file it is given, then execs; 126 when it cannot join, 127 when the program is
     missing. (The Makefile uses the nolibc variant on x86-64, libc elsewhere.)"""
-    import platform
-    import shutil
-
-    if shutil.which("cc") is None:
-        loud_skip("no C compiler here: ziggie-cgexec's source was not built by the tests")
-    if variant == "nolibc" and platform.machine() != "x86_64":
-        pytest.skip("the nolibc variant is x86-64 only; the libc one is tested")
-    make = (ROOT / "Makefile").read_text().replace("\\\n", " ")
-    nolibc = make.split("CGEXEC_NOLIBC :=", 1)[1].split("\n", 1)[0].split()
-    flags = nolibc if variant == "nolibc" else ["-O2", "-DCGEXEC_LIBC"]
-    binary = tmp_path / "cgexec"
-    source = ROOT / "actors" / "cgexec.c"
-    subprocess.run(["cc", *flags, "-Wall", "-Wextra", "-Werror", "-o", binary, source], check=True)
+    binary = build_cgexec(tmp_path, variant)
     procs = tmp_path / "procs"  # a plain file stands in for cgroup.procs
     procs.touch()
     out = subprocess.run(
-        [binary, procs, "/bin/sh", "my-name", "-c", 'echo "$0 $$"'],
+        [binary, "-g", procs, "--", "/bin/sh", "my-name", "-c", 'echo "$0 $$"'],
         capture_output=True,
         text=True,
         check=True,
@@ -416,10 +406,12 @@ def test_cgexec_source_builds_and_keeps_the_shell_contract(tmp_path: Path, varia
     name, pid = out.stdout.split()
     assert name == "my-name"
     assert procs.read_text() == f"{pid}\n"  # the pid that then ran the program
-    cannot_join = subprocess.run([binary, tmp_path / "none" / "procs", "/bin/true", "true"])
+    cannot_join = subprocess.run(
+        [binary, "-g", tmp_path / "none" / "procs", "--", "/bin/true", "true"]
+    )
     assert cannot_join.returncode == 126
     missing = subprocess.run(
-        [binary, procs, tmp_path / "missing", "missing"], capture_output=True, text=True
+        [binary, "--", tmp_path / "missing", "missing"], capture_output=True, text=True
     )
     assert missing.returncode == 127
     assert "cannot execute" in missing.stderr

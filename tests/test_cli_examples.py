@@ -153,10 +153,11 @@ def test_example_asyncio_app() -> None:
 
 
 def test_example_overwatch_against_a_coordinator(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
     with serve_process(home):
         result = _run_example(
-            "examples/overwatch.py", "--home", str(home), "--workdir", str(tmp_path), "--terminate"
+            "examples/overwatch.py", "--home", str(home), "--workdir", str(work), "--terminate"
         )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Overwatch deployed (PID:" in result.stdout

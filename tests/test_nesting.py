@@ -25,7 +25,11 @@ def anyio_backend() -> str:
 
 def spec(agent_id: str, work: Path, level: str, **extra: Any) -> dict[str, Any]:
     data = agent_spec(agent_id, work, level=level, timeout_seconds=60)
-    data["context"]["permissions"] = {"read": [f"{work}/**"], "write": [f"{work}/out/**"]}
+    data["context"]["permissions"] = {
+        "read": [f"{work}/**"],
+        "write": [f"{work}/out/**"],
+        "execute": ["sleep"],
+    }
     data.update(extra)
     return data
 

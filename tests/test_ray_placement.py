@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ray_cluster")]
 
 #: A process that leaves the agent's group, and one that leaves its parent too.
 #: Once both are started, it says so with a file ``<agent id>.ready`` in its directory.
-ESCAPEES = 'setsid sleep 300 & (sleep 300 &) ; : > "$ZIGGIE_AGENT_ID.ready"; exec sleep 300'
+ESCAPEES = 'setsid sleep 300 & (sleep 300 &) ; : > "$TMPDIR/$ZIGGIE_AGENT_ID.ready"; exec sleep 300'
 
 
 def placed(agent_id: str, home: Path, **extra: Any) -> dict[str, Any]:
@@ -207,8 +207,12 @@ async def test_placement_refusals_are_clear(tmp_path: Path, ray_cluster: str) ->
 
 
 async def _ready(home: Path, *agents: str) -> None:
-    """Until each agent's escapees are up (its ``.ready`` file), then all are counted."""
-    await until_files([home], lambda: all((home / f"{a}.ready").exists() for a in agents), 60)
+    """Until each agent's escapees are up (its ``.ready`` file in its private TMPDIR, the
+    one place of the home it may write), then all are counted."""
+    tmps = {a: home / "agents" / a / "tmp" for a in agents}
+    await until_files(
+        list(tmps.values()), lambda: all((tmps[a] / f"{a}.ready").exists() for a in agents), 60
+    )
     for agent in agents:
         assert len(marked([agent]).get(agent, [])) >= 3, marked([agent])
 
@@ -229,7 +233,8 @@ def test_coordinator_killed_takes_its_placed_agents_then_recovers(
         auth = {"Authorization": f"Bearer {token}"}
         r = httpx.post(f"{url}/v1/agents", json={"agent_spec": body}, headers=auth, timeout=60)
         assert r.status_code in (200, 201), r.text
-        until_files_sync([tmp_path], lambda: (tmp_path / "keeper.ready").exists(), 60)
+        tmp = tmp_path / "agents" / "keeper" / "tmp"
+        until_files_sync([tmp], lambda: (tmp / "keeper.ready").exists(), 60)
         pids = marked(["keeper"])["keeper"]
         proc.send_signal(signal.SIGKILL)
         proc.wait()

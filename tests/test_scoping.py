@@ -220,7 +220,8 @@ def test_serve_is_the_subreaper_by_choice(tmp_path: Path, subreaper: str) -> Non
         serve_process(home, env=env) as serve,
         SyncAgentDeploymentClient(home / "agent-queue") as client,
     ):
-        spec = AgentSpec.model_validate(agent_spec("esc", work, command=command))
+        ctx = {"working_directory": str(work), "permissions": {"execute": ["sleep"]}}
+        spec = AgentSpec.model_validate(agent_spec("esc", work, command=command, context=ctx))
         assert client.deploy_agent(spec).status == "deployed"
         leader = _wait(lambda: _pid_of(client, "esc"), "the agent")
         escapee = _wait(lambda: _escapee("esc", leader), "the escapee")

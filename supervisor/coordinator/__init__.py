@@ -9,10 +9,11 @@
 Built on the kernel's public API, :mod:`actors`, :mod:`supervisor.protocol`.
 """
 
-from ._agents import AgentHome, AgentRefused
+from ._agents import AgentHome
 from ._filequeue import BadRequest, FileQueue
 from ._housekeeping import prune_home
 from ._journal import Journal
+from ._replies import AgentRefused
 from ._runners import Runner, claude_runner, default_runners, demo_runner
 from ._serve import (
     Coordinator,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from actors import cgroup_controllers, log_path_for, process_spec
 from supervisor import (
@@ -20,18 +20,14 @@ from supervisor import (
     Runtime,
     Shutdown,
     StopOrder,
-    ZiggieError,
     supervisor_spec,
 )
 from supervisor.protocol import DIRECTORIES, AgentSpec, definition_text, write_atomic
 
-from ._replies import wrapper_id
+from ._confinement import AgentPaths, agent_environment, compile_confinement
+from ._replies import AgentRefused, wrapper_id
 from ._runners import Runner, resolve_argv
 from ._settings import Settings
-
-
-class AgentRefused(ZiggieError, ValueError):
-    """The spec cannot be deployed as it stands; the message says which field and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +48,23 @@ class AgentHome:
     def definitions(self) -> Path:
         return self.root / ".claude" / "agents"
 
+    @property
+    def agents(self) -> Path:
+        return self.root / "agents"
+
+    def agent_dir(self, agent_id: str) -> Path:
+        """The agent's private directory (its ``HOME``, ``TMPDIR`` and own queue): the
+        only part of the home its confinement lets it touch."""
+        return self.agents / agent_id
+
+    def ensure_agent(self, agent_id: str) -> Path:
+        """:meth:`agent_dir`, made (0700, with ``home/`` and ``tmp/``) if missing."""
+        private = self.agent_dir(agent_id)
+        _mkdir(private)
+        for sub in ("home", "tmp"):
+            _mkdir(private / sub)
+        return private
+
     def ensure(self) -> AgentHome:
         # Issue 10, item 11: each level made on its own, 0700. ``mkdir(parents=True)``
         # gives the parents it creates the default mode (0755 under umask 022): that is
@@ -65,6 +78,7 @@ class AgentHome:
         _mkdir(self.logs)
         _mkdir(self.definitions.parent)
         _mkdir(self.definitions)
+        _mkdir(self.agents)
         return self
 
     @classmethod
@@ -76,12 +90,6 @@ def _mkdir(path: Path) -> None:
     """*path* as a 0700 directory (its parent exists); an older home's 0755 is repaired."""
     path.mkdir(mode=0o700, exist_ok=True)
     path.chmod(0o700)  # mkdir's mode is filtered by the umask, and exist_ok keeps the old
-
-
-def program_allowed(program: str, allowed: list[str]) -> bool:
-    """``python3.11`` is allowed by ``python3`` or ``python``: version suffixes are ignored."""
-    base = os.path.basename(program)
-    return any(base == name or re.fullmatch(re.escape(name) + r"[0-9.]*", base) for name in allowed)
 
 
 def resolve_program(argv: list[str], cwd: Path) -> list[str]:
@@ -110,13 +118,7 @@ def check_deployable(spec: AgentSpec, argv: list[str]) -> list[str]:
         raise AgentRefused(f"context.working_directory {str(wd)!r} does not exist")
     if not wd.is_dir():
         raise AgentRefused(f"context.working_directory {str(wd)!r} is not a directory")
-    argv = resolve_program(argv, wd)
-    allowed = spec.context.permissions.execute
-    if allowed and not program_allowed(argv[0], allowed):
-        raise AgentRefused(
-            f"program {os.path.basename(argv[0])!r} is not in permissions.execute {allowed}"
-        )
-    return argv
+    return resolve_program(argv, wd)
 
 
 def agent_child_spec(
@@ -125,31 +127,41 @@ def agent_child_spec(
     runners: Mapping[str, Runner],
     *,
     parent_id: str | None = None,
-    default_runner: str = "demo",
+    settings: Settings | None = None,
     default_restart: Restart = Restart.TEMPORARY,
-    log_max_bytes: int = 10 * 2**20,
     nested: bool = True,
     extra_env: Mapping[str, str] | None = None,
     token: str | None = None,
-    limits_best_effort: bool = False,
 ) -> ChildSpec:
-    """Validate *spec*, write its definition file, and return the child spec that runs it."""
+    """Validate *spec*, write its definition file, compile its confinement, and return
+    the child spec that runs it."""
+    s = settings or Settings()
     definition = home.definitions / f"{spec.id}.md"
-    argv = check_deployable(spec, resolve_argv(spec, definition, runners, default_runner))
+    argv = check_deployable(spec, resolve_argv(spec, definition, runners, s.default_runner))
+    private = home.ensure_agent(spec.id)
+    confinement = compile_confinement(
+        spec,
+        argv,
+        home=home.root,
+        paths=AgentPaths(private=private, definition=definition),
+        api_port=_port_of((extra_env or {}).get("ZIGGIE_URL")),
+        best_effort=s.confinement == "best_effort",
+    )
     write_atomic(definition, definition_text(spec, parent_id))
+    # An allowlist: nothing else of the coordinator's environment (its API token above
+    # all) reaches an agent.
     env = {
-        **os.environ,
+        **agent_environment(os.environ, s.agent_env),
         **spec.env,
+        "HOME": str(private / "home"),
+        "TMPDIR": str(private / "tmp"),
         "ZIGGIE_AGENT_ID": spec.id,
         "ZIGGIE_LEVEL": spec.level,
-        "ZIGGIE_HOME": str(home.root),
+        "ZIGGIE_HOME": str(private),
         "ZIGGIE_DEFINITION": str(definition),
         "ZIGGIE_MAX_ITERATIONS": str(spec.max_iterations),
         "PYTHONUNBUFFERED": "1",
     }
-    # Never inherited from the coordinator's own environment: set here or not at all.
-    for name in ("ZIGGIE_PARENT_ID", "ZIGGIE_URL", "ZIGGIE_AGENT_TOKEN"):
-        env.pop(name, None)
     if parent_id is not None:
         env["ZIGGIE_PARENT_ID"] = parent_id
     env.update(extra_env or {})
@@ -159,7 +171,7 @@ def agent_child_spec(
         cwd=spec.context.working_directory,
         env=env,
         log_path=log_path_for(home.logs, spec.id),
-        log_max_bytes=log_max_bytes,
+        log_max_bytes=s.log_max_bytes,
         definition_path=definition,
         nested=nested and spec.level != "L3",
         max_children=spec.max_children,
@@ -170,8 +182,13 @@ def agent_child_spec(
         level=spec.level,
         meta={"name": spec.name},
         token=token,
-        limits=_limits(spec, best_effort=limits_best_effort),
+        limits=_limits(spec, best_effort=s.limits_best_effort),
+        confinement=confinement,
     )
+
+
+def _port_of(url: str | None) -> int | None:
+    return urlsplit(url).port if url else None
 
 
 def _limits(spec: AgentSpec, *, best_effort: bool) -> dict[str, str]:

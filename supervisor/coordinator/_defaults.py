@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from supervisor import Runtime
-from supervisor.protocol import AgentSpec
+from supervisor.protocol import AgentSpec, Limits
 
 from ._journal import Journal
 
@@ -23,14 +23,26 @@ from ._journal import Journal
 def inherit_from_parent(
     rt: Runtime, journal: Journal, spec: AgentSpec, parent_agent: str
 ) -> AgentSpec:
-    """*spec*, with a deadline at its parent's remaining time if it asked for none."""
-    if "timeout_seconds" in spec.model_fields_set:
-        return spec
+    """*spec*, with what it left out taken from its parent: a deadline at the parent's
+    remaining time, and the parent's caps (``limits`` per controller, ``max_children``),
+    which a child may narrow but never lift by omission."""
     row = journal.agent(parent_agent)
-    remaining = None if row is None else remaining_time(rt, parent_agent, row)
-    if remaining is None:
+    if row is None:
         return spec
-    return spec.model_copy(update={"timeout_seconds": max(1, math.floor(remaining))})
+    parent = AgentSpec.model_validate(row["spec"])
+    update: dict[str, Any] = {}
+    if "timeout_seconds" not in spec.model_fields_set:
+        remaining = remaining_time(rt, parent_agent, row)
+        if remaining is not None:
+            update["timeout_seconds"] = max(1, math.floor(remaining))
+    if parent.max_children is not None and spec.max_children is None:
+        update["max_children"] = parent.max_children
+    if parent.limits is not None:
+        mine = spec.limits.model_dump(exclude_none=True) if spec.limits else {}
+        theirs = parent.limits.model_dump(exclude_none=True)
+        if set(theirs) - set(mine):
+            update["limits"] = Limits.model_validate({**theirs, **mine})
+    return spec.model_copy(update=update) if update else spec
 
 
 def remaining_time(rt: Runtime, agent_id: str, row: Mapping[str, Any]) -> float | None:

@@ -37,6 +37,7 @@ from supervisor.protocol import (
     DeploymentRequest,
     error_name,
     response_name,
+    validation_summary,
     watch_directory,
     write_atomic,
 )
@@ -298,15 +299,6 @@ class FileQueue:
             n += 1
         with contextlib.suppress(FileNotFoundError):
             os.rename(path, target)
-
-
-def validation_summary(exc: ValidationError) -> str:
-    """The first few validation errors, each as ``field.path: message``."""
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
-    return "; ".join(parts)
 
 
 def _digest(name: str) -> str:

@@ -1,16 +1,20 @@
-"""Path globs as languages: normalizing, matching, and deciding containment exactly.
+"""Path globs: normalizing, matching, and a containment check that is cheap on any input.
 
-Permission containment (issue 10, item 9) is a question about *sets of paths*: a child's
-pattern is within its parent's only if every path the child's matches, the parent's
-matches too. Comparing the patterns as strings (``fnmatch(child, parent)``) gets this
-wrong both ways: ``/data/*`` "matches" ``/data/?`` as text, yet ``*`` matches far more
-than ``?``. So each pattern is read as a small automaton and inclusion is decided on the
-automata (a product of subset constructions over a finite partition of the alphabet).
+Permission containment asks whether a child's pattern is within its parent's: every path
+the child's matches, the parent's must match too. Comparing the patterns as strings
+(``fnmatch(child, parent)``) gets this wrong both ways (``/data/*`` "matches"
+``/data/?`` as text, yet ``*`` matches far more than ``?``), and deciding it exactly on
+automata is exponential in the worst case (16 ``?`` after ``**a`` took 16 s). So
+:func:`within` is **sound and polynomial**: it answers True only when containment holds,
+by comparing the patterns segment by segment (a dynamic program over the two lists of
+segments, each pair of segments compared in time linear in their product), and it may
+refuse an exotic pattern that is in fact within (then list it more plainly).
 
 The dialect, as path globs usually are (gitignore, Claude's permission rules):
 
-- ``**`` matches any string, ``/`` included;
-- ``*`` matches any string without ``/``;
+- a ``**`` segment matches zero or more whole segments (``/srv/**`` is ``/srv`` and
+  everything beneath it; ``/a/**/b`` matches ``/a/b`` and ``/a/x/y/b``);
+- ``*`` matches any string without ``/`` (so does ``**`` inside a longer segment);
 - ``?`` matches one character other than ``/``;
 - ``[abc]``, ``[a-z]``, ``[!a-z]`` (or ``[^a-z]``) match one character other than ``/``;
   a ``[`` without its ``]`` is a literal;
@@ -22,43 +26,24 @@ Normalizing collapses ``//`` and removes ``.`` segments; a ``..`` segment is ref
 
 from __future__ import annotations
 
-import re
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
-_SLASH: Final = ord("/")
-_MAX_CHAR: Final = 0x110000
+#: The most segment-by-character work one containment check may cost: beyond it the
+#: check refuses (a spec this large is not a permission list a person wrote).
+WORK_LIMIT: Final = 2**21
+
+_GLOB_CHARS: Final = frozenset("*?[")
 
 
 class BadPattern(ValueError):
     """A pattern that cannot be a permission (a ``..`` segment)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Tok:
-    kind: str  # "lit" | "one" | "star" | "globstar" | "set"
-    char: int = 0  # for "lit"
-    ranges: tuple[tuple[int, int], ...] = ()  # for "set": inclusive ranges
-    negated: bool = False
-
-    def accepts(self, c: int) -> bool:
-        if self.kind == "lit":
-            return c == self.char
-        if self.kind == "globstar":
-            return True
-        if c == _SLASH:
-            return False
-        if self.kind == "set":
-            inside = any(lo <= c <= hi for lo, hi in self.ranges)
-            return inside != self.negated
-        return True  # "one", "star"
-
-    @property
-    def loops(self) -> bool:
-        return self.kind in ("star", "globstar")
+class TooLarge(ValueError):
+    """Patterns too large to compare within :data:`WORK_LIMIT`."""
 
 
 def normalize(pattern: str) -> str:
@@ -73,165 +58,194 @@ def normalize(pattern: str) -> str:
     return ("/" + body) if absolute else (body or ".")
 
 
-@lru_cache(maxsize=1024)
-def _tokens(pattern: str) -> tuple[_Tok, ...]:
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    kind: str  # "lit" | "one" | "star" | "set"
+    char: str = ""  # for "lit"
+    ranges: tuple[tuple[str, str], ...] = ()  # for "set": inclusive ranges
+    negated: bool = False
+
+    def accepts(self, c: str) -> bool:
+        if self.kind == "lit":
+            return c == self.char
+        if self.kind == "set":
+            return any(lo <= c <= hi for lo, hi in self.ranges) != self.negated
+        return True  # "one" (segments never hold "/")
+
+
+@lru_cache(maxsize=4096)
+def _segment(text: str) -> tuple[_Tok, ...]:
+    """One segment as tokens; any run of ``*`` is one ``star``."""
     toks: list[_Tok] = []
-    i, n = 0, len(pattern)
+    i, n = 0, len(text)
     while i < n:
-        ch = pattern[i]
+        ch = text[i]
         if ch == "*":
-            j = i
-            while j < n and pattern[j] == "*":
-                j += 1
-            kind = "globstar" if j - i >= 2 else "star"
-            if toks and toks[-1].kind == "globstar":
-                pass  # "**" absorbs any stars after it
-            elif toks and toks[-1].kind == "star" and kind == "globstar":
-                toks[-1] = _Tok("globstar")
-            elif not (toks and toks[-1].kind == "star" and kind == "star"):
-                toks.append(_Tok(kind))
-            i = j
-        elif ch == "?":
-            toks.append(_Tok("one"))
-            i += 1
-        elif ch == "[":
-            parsed = _parse_set(pattern, i)
-            if parsed is None:
-                toks.append(_Tok("lit", ord("[")))
+            while i < n and text[i] == "*":
                 i += 1
-            else:
-                tok, i = parsed
-                toks.append(tok)
+            toks.append(_Tok("star"))
+            continue
+        if ch == "?":
+            toks.append(_Tok("one"))
+        elif ch == "[" and (parsed := _parse_set(text, i)) is not None:
+            tok, i = parsed
+            toks.append(tok)
+            continue
         else:
-            toks.append(_Tok("lit", ord(ch)))
-            i += 1
+            toks.append(_Tok("lit", ch))
+        i += 1
     return tuple(toks)
 
 
-def _parse_set(pattern: str, start: int) -> tuple[_Tok, int] | None:
+def _parse_set(text: str, start: int) -> tuple[_Tok, int] | None:
     i = start + 1
-    negated = i < len(pattern) and pattern[i] in "!^"
+    negated = i < len(text) and text[i] in "!^"
     if negated:
         i += 1
-    ranges: list[tuple[int, int]] = []
+    ranges: list[tuple[str, str]] = []
     first = True
-    while i < len(pattern):
-        ch = pattern[i]
+    while i < len(text):
+        ch = text[i]
         if ch == "]" and not first:
             return _Tok("set", ranges=tuple(ranges), negated=negated), i + 1
-        if i + 2 < len(pattern) and pattern[i + 1] == "-" and pattern[i + 2] != "]":
-            lo, hi = ord(ch), ord(pattern[i + 2])
-            if lo <= hi:
-                ranges.append((lo, hi))
+        if i + 2 < len(text) and text[i + 1] == "-" and text[i + 2] != "]":
+            if ch <= text[i + 2]:
+                ranges.append((ch, text[i + 2]))
             i += 3
         else:
-            ranges.append((ord(ch), ord(ch)))
+            ranges.append((ch, ch))
             i += 1
         first = False
     return None
 
 
-def _regex_of(toks: tuple[_Tok, ...]) -> str:
-    out = []
-    for tok in toks:
-        if tok.kind == "lit":
-            out.append(re.escape(chr(tok.char)))
-        elif tok.kind == "one":
-            out.append("[^/]")
-        elif tok.kind == "star":
-            out.append("[^/]*")
-        elif tok.kind == "globstar":
-            out.append(".*")
-        else:
-            body = "".join(
-                re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}"
-                for lo, hi in tok.ranges
-            )
-            if tok.negated:
-                out.append(f"[^/{body}]")
-            else:
-                out.append(f"(?!/)[{body}]" if body else "(?!)")
-    return "".join(out)
+def _segment_matches(pattern: str, name: str) -> bool:
+    """True if the one-segment glob *pattern* matches the literal *name*: O(n·m)."""
+    toks = _segment(pattern)
+    # reach[j]: the first j tokens can match the name's prefix read so far.
+    reach = [False] * (len(toks) + 1)
+    reach[0] = True
+    for j, tok in enumerate(toks):
+        if tok.kind == "star" and reach[j]:
+            reach[j + 1] = True
+    for c in name:
+        nxt = [False] * (len(toks) + 1)
+        for j, tok in enumerate(toks):
+            if not reach[j]:
+                continue
+            if tok.kind == "star":
+                nxt[j] = True  # the star takes c and stays
+            elif tok.accepts(c):
+                nxt[j + 1] = True
+        for j, tok in enumerate(toks):  # a star may also take nothing
+            if tok.kind == "star" and nxt[j]:
+                nxt[j + 1] = True
+        reach = nxt
+        if not any(reach):
+            return False
+    return reach[-1]
 
 
-@lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(_regex_of(_tokens(pattern)), re.DOTALL)
+def _is_literal(segment: str) -> bool:
+    return not any(ch in _GLOB_CHARS for ch in segment)
+
+
+def _segment_within(child: str, parent: str) -> bool:
+    """Sound: every name the child segment matches, the parent segment matches."""
+    if child == parent:
+        return True
+    if all(t.kind == "star" for t in _segment(parent)) and parent:
+        return True  # "*": any one segment
+    if _is_literal(child):
+        return _segment_matches(parent, child)
+    # Token by token, aligned: each of the child's within the parent's (a star only
+    # within a star). Sound; patterns of other shapes are refused.
+    mine, theirs = _segment(child), _segment(parent)
+    return len(mine) == len(theirs) and all(map(_token_within, mine, theirs))
+
+
+def _token_within(child: _Tok, parent: _Tok) -> bool:
+    if parent.kind == "star":
+        return True
+    if child.kind == "star":
+        return False
+    if parent.kind == "one":
+        return True  # any one character (never "/" in a segment)
+    if child.kind == "lit":
+        return parent.accepts(child.char)
+    if child.kind == "one" or parent.kind == "lit":
+        return False
+    # two sets: every character the child's accepts, the parent's does
+    if child.negated:
+        # the child accepts all but its ranges: the parent must exclude no more than that
+        return parent.negated and all(_inside(r, child.ranges) for r in parent.ranges)
+    if parent.negated:
+        return not any(_overlap(r, x) for r in child.ranges for x in parent.ranges)
+    return all(_inside(r, parent.ranges) for r in child.ranges)
+
+
+def _overlap(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def _inside(r: tuple[str, str], ranges: tuple[tuple[str, str], ...]) -> bool:
+    """Is the range *r* covered by the union of *ranges*? (Sorted sweep.)"""
+    lo, hi = r
+    for a, b in sorted(ranges):
+        if a > lo:
+            return False
+        if b >= lo:
+            if b >= hi:
+                return True
+            lo = chr(ord(b) + 1)
+    return False
+
+
+def _segments(pattern: str) -> tuple[bool, list[str]]:
+    normal = normalize(pattern)
+    return normal.startswith("/"), [s for s in normal.split("/") if s not in ("", ".")]
+
+
+def _cover(child: list[str], parent: list[str], *, literal: bool) -> bool:
+    """Dynamic program: ``child[i:]`` within ``parent[j:]`` for all i, j (O(|c|·|p|))."""
+    n, m = len(child), len(parent)
+    # ok[i][j] for the suffixes; filled from the ends.
+    ok = [[False] * (m + 1) for _ in range(n + 1)]
+    ok[n][m] = True
+    for i in range(n, -1, -1):
+        for j in range(m - 1, -1, -1):
+            if parent[j] == "**":
+                # zero segments, or the child's next segment (any, "**" included) absorbed
+                ok[i][j] = ok[i][j + 1] or (i < n and ok[i + 1][j])
+            elif i < n and (literal or child[i] != "**"):
+                same = (
+                    _segment_matches(parent[j], child[i])
+                    if literal
+                    else _segment_within(child[i], parent[j])
+                )
+                ok[i][j] = same and ok[i + 1][j + 1]
+    return ok[0][0]
 
 
 def matches(pattern: str, path: str) -> bool:
-    """True if *path* is matched by *pattern* (the dialect above, the whole path)."""
-    return _compiled(pattern).fullmatch(path) is not None
-
-
-def _closure(toks: tuple[_Tok, ...], states: frozenset[int]) -> frozenset[int]:
-    # A star may match nothing: from before it, we are also after it.
-    out = set(states)
-    stack = list(states)
-    while stack:
-        s = stack.pop()
-        if s < len(toks) and toks[s].loops and s + 1 not in out:
-            out.add(s + 1)
-            stack.append(s + 1)
-    return frozenset(out)
-
-
-def _step(toks: tuple[_Tok, ...], states: frozenset[int], c: int) -> frozenset[int]:
-    nxt = set()
-    for s in states:
-        if s < len(toks) and toks[s].accepts(c):
-            nxt.add(s if toks[s].loops else s + 1)
-    return _closure(toks, frozenset(nxt))
-
-
-def _alphabet(*patterns: tuple[_Tok, ...]) -> list[int]:
-    """One representative character per class of characters no token tells apart."""
-    cuts = {0, _SLASH, _SLASH + 1}
-    for toks in patterns:
-        for tok in toks:
-            if tok.kind == "lit":
-                cuts |= {tok.char, tok.char + 1}
-            for lo, hi in tok.ranges:
-                cuts |= {lo, hi + 1}
-    return sorted(c for c in cuts if c < _MAX_CHAR)
-
-
-def counterexample(child: str, parents: Sequence[str]) -> str | None:
-    """A path *child* matches and none of *parents* does, or None if there is none.
-
-    Exact: breadth-first over the product of the subset constructions, so the first
-    witness found is a shortest one. The parents count as a union: ``/a/*`` is within
-    ``["/a/[!x]*", "/a/x*"]`` though within neither alone.
-    """
-    a = _tokens(child)
-    bs = [_tokens(p) for p in parents]
-    alphabet = _alphabet(a, *bs)
-    start = (
-        _closure(a, frozenset({0})),
-        tuple(_closure(b, frozenset({0})) for b in bs),
-    )
-    seen = {start}
-    queue: deque[tuple[tuple[frozenset[int], tuple[frozenset[int], ...]], str]] = deque(
-        [(start, "")]
-    )
-    while queue:
-        (sa, sbs), path = queue.popleft()
-        if len(a) in sa and not any(len(b) in sb for b, sb in zip(bs, sbs, strict=True)):
-            return path
-        for c in alphabet:
-            na = _step(a, sa, c)
-            if not na:
-                continue
-            pair = (na, tuple(_step(b, sb, c) for b, sb in zip(bs, sbs, strict=True)))
-            if pair not in seen:
-                seen.add(pair)
-                queue.append((pair, path + chr(c)))
-    return None
+    """True if the literal *path* is matched by *pattern* (the dialect above)."""
+    pa, psegs = _segments(pattern)
+    ta, tsegs = _segments(path) if ".." not in path.split("/") else (not pa, [])
+    return pa == ta and _cover(tsegs, psegs, literal=True)
 
 
 def within(child: str, parents: Sequence[str]) -> bool:
-    """True if every path *child* matches is matched by one of *parents* (normalized).
+    """True only if every path *child* matches is matched by one of *parents*.
 
-    Raises :class:`BadPattern` for a ``..`` segment in any of them.
+    Sound and polynomial (see the module's docstring). Raises :class:`BadPattern` for a
+    ``..`` segment, :class:`TooLarge` past :data:`WORK_LIMIT`.
     """
-    return counterexample(normalize(child), [normalize(p) for p in parents]) is None
+    ca, csegs = _segments(child)
+    work = len(child) * sum(len(p) for p in parents)
+    if work > WORK_LIMIT:
+        raise TooLarge(f"{child!r}: too large to compare with {len(parents)} patterns")
+    for parent in parents:
+        pa, psegs = _segments(parent)
+        if ca == pa and _cover(csegs, psegs, literal=False):
+            return True
+    return False

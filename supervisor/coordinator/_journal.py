@@ -12,14 +12,19 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.lowlevel
+from pydantic import ValidationError
 
+from supervisor import Restart
+from supervisor.protocol import AgentSpec, validation_summary
+
+from ._replies import AgentRefused
 from ._states import LIVE_STATES
 
 _SCHEMA = """
@@ -281,5 +286,26 @@ class Journal:
 
 def _agent_row(row: sqlite3.Row) -> dict[str, Any]:
     data = dict(row)
-    data["spec"] = json.loads(data["spec"])
+    try:  # a row that is not JSON reads as an empty spec, which :func:`recorded_spec` refuses
+        spec = json.loads(data["spec"])
+    except (TypeError, ValueError):
+        spec = {}
+    data["spec"] = spec if isinstance(spec, dict) else {}
     return data
+
+
+def recorded_spec(row: Mapping[str, Any]) -> AgentSpec:
+    """A journal row's spec, validated as a request's would be before anything runs:
+    the journal is only as trustworthy as whoever could write it, so a row that does not
+    hold together (a planted one, say) is refused, never run with the operator's power."""
+    try:
+        spec = AgentSpec.model_validate(row["spec"])
+    except ValidationError as exc:
+        raise AgentRefused(f"recorded spec is invalid: {validation_summary(exc)}") from None
+    if spec.id != row["agent_id"] or spec.level != row["level"]:
+        raise AgentRefused("recorded spec does not match its row (id or level)")
+    if spec.level != "L1" and row["parent_id"] is None:
+        raise AgentRefused(f"recorded {spec.level} agent has no parent: not run as top level")
+    if row["restart"] not in {r.value for r in Restart}:
+        raise AgentRefused(f"recorded restart type {row['restart']!r} is not one")
+    return spec

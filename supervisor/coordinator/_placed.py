@@ -15,13 +15,26 @@ from typing import TYPE_CHECKING, Any
 from supervisor import ChildSpec, ChildState, Restart, Shutdown
 from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
 
-from ._agents import AgentRefused
 from ._ray import PlacementRefused, RemoteExit, RemoteHandle, placed_spec
-from ._replies import reply
+from ._replies import AgentRefused, reply
+from ._settings import Settings
 from ._states import AgentState
 
 if TYPE_CHECKING:
     from ._service import AgentService
+
+
+def host_settings(settings: Settings) -> str:
+    """What a host needs of the coordinator's settings to build its agents alike."""
+    return settings.model_dump_json(
+        include={
+            "default_runner",
+            "log_max_bytes",
+            "limits_best_effort",
+            "confinement",
+            "agent_env",
+        }
+    )
 
 
 def placed_child(
@@ -50,7 +63,7 @@ def placed_child(
         spec.id,
         engine,
         options,
-        (str(service.home.root), service.token, s.default_runner, s.log_max_bytes, s.ray_lease),
+        (str(service.home.root), service.token, host_settings(s), s.ray_lease),
         parent_id=parent_id,
         env=env,
         restart=Restart(spec.restart) if spec.restart else Restart.TEMPORARY,

@@ -14,6 +14,7 @@ from actors import ProcessHandle, process_start_time
 from supervisor import ChildState
 from supervisor.protocol import DeploymentRequest, DeploymentResponse
 
+from ._confinement import confinement_summary
 from ._placed import node_fields
 from ._ray import RemoteHandle
 from ._replies import not_found, reply
@@ -66,6 +67,7 @@ def agent_detail(
             detail.update(service.usage.of(agent_id, handle))
             cgroup = handle.tree.cgroup  # how a stop will end it (issue 15)
             detail["stops"] = f"cgroup2 {cgroup.path}" if cgroup else "process group + sweep"
+            detail["confinement"] = confinement_summary(handle.tree.confinement)
             if handle.supervisor is not None:  # a running agent: its live children
                 detail["children"] = [c.id for c in handle.supervisor.which_children()]
         elif running and isinstance(handle, RemoteHandle):

@@ -1,12 +1,17 @@
-"""Answers and names shared by the service and recovery: replies, causes, wrapper ids."""
+"""Answers and names shared by the service and recovery: refusals, replies, causes,
+wrapper ids."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
 
-from supervisor import StartError, describe
+from supervisor import StartError, ZiggieError, describe
 from supervisor.protocol import DeploymentRequest, DeploymentResponse, ErrorCode
+
+
+class AgentRefused(ZiggieError, ValueError):
+    """The spec cannot be deployed as it stands; the message says which field and why."""
 
 
 def wrapper_id(agent_id: str) -> str:

@@ -28,6 +28,7 @@ from supervisor.protocol import LOCK_NAME
 if TYPE_CHECKING:
     from ._http import HttpTransport
 
+from ._confinement import mechanism
 from ._filequeue import FileQueue
 from ._housekeeping import housekeeping
 from ._recovery import recover_agents
@@ -105,6 +106,7 @@ class Coordinator:
                             url=self.url,
                             stops=stop_mechanism(),  # cgroup2, or the /proc sweep (issue 15)
                             spawns=spawn_mechanism(),  # how agents join their cgroups
+                            confinement=mechanism(service.settings.confinement == "best_effort"),
                             ray=service.ray.cluster if service.ray else None,
                         )
                         task_status.started()

@@ -30,12 +30,13 @@ from supervisor import (
 from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
 
 from . import _nesting, _placed, _record
-from ._agents import AgentHome, AgentRefused, agent_child_spec, contained_spec, drop_stopped
+from ._agents import AgentHome, agent_child_spec, contained_spec, drop_stopped
+from ._confinement import confinement_summary
 from ._defaults import inherit_from_parent
 from ._housekeeping import prune_request
-from ._journal import Journal
+from ._journal import Journal, recorded_spec
 from ._ray import RayEngine, RemoteHandle
-from ._replies import cause, not_found, reply, wrapper_id
+from ._replies import AgentRefused, cause, not_found, reply, wrapper_id
 from ._runners import Runner, default_runners
 from ._settings import Settings
 from ._states import AgentState
@@ -213,6 +214,10 @@ class AgentService:
             f"Agent {spec.name} deployed successfully",
             pid=handle.pid,
             output_log=str(handle.log_path),
+            # What the kernel holds it to, and which patterns were widened to what.
+            agent={"confinement": confinement_summary(handle.tree.confinement)}
+            if isinstance(handle, ProcessHandle)
+            else None,
         )
 
     def status(self, request: DeploymentRequest) -> DeploymentResponse:
@@ -310,7 +315,7 @@ class AgentService:
         row = self.journal.agent(agent_id)
         if row is None:
             return None
-        spec = AgentSpec.model_validate(row["spec"])
+        spec = recorded_spec(row)
         self._placing.add(agent_id)
         try:
             supervisor, child = self._prepare(spec, row["parent_id"] or "Ziggie", row["request_id"])
@@ -367,11 +372,9 @@ class AgentService:
                 self.home,
                 self.runners,
                 parent_id=parent_id,
-                default_runner=self.settings.default_runner,
-                log_max_bytes=self.settings.log_max_bytes,
+                settings=self.settings,
                 extra_env=self.agent_env_of(spec),
                 token=self.token,
-                limits_best_effort=self.settings.limits_best_effort,
             )
         self.journal.add_agent(
             spec.id,

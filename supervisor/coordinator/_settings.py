@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     limits_best_effort: bool = Field(
         default=False, description="Run agents whose limits cannot be enforced here"
     )
+    # -- confinement: what the kernel holds each agent to --
+    confinement: Literal["enforce", "best_effort"] = Field(
+        default="enforce",
+        description="best_effort: run agents unconfined where the kernel cannot confine",
+    )
+    agent_env: list[str] = Field(
+        default_factory=list,
+        description="Names of the coordinator's environment variables agents inherit",
+    )
     # -- housekeeping (issue 11): a coordinator left running for days stays bounded --
     retain_answers_seconds: float = Field(
         default=86_400, gt=0, description="Keep answers (responses/, journal) this long"

@@ -33,8 +33,10 @@ from ._schemas import (
     ErrorCode,
     Level,
     Limits,
+    NetworkPermissions,
     RayPlacement,
     Status,
+    validation_summary,
 )
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "ErrorCode",
     "Level",
     "Limits",
+    "NetworkPermissions",
     "RayPlacement",
     "Status",
     "Watcher",
@@ -67,6 +70,7 @@ __all__ = [
     "read_definition",
     "request_name",
     "response_name",
+    "validation_summary",
     "watch_directory",
     "write_atomic",
 ]

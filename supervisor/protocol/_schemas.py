@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StrictFloat,
     StrictInt,
+    ValidationError,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -133,12 +134,36 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", str_max_length=1_000_000)
 
 
+#: One path pattern or program name: bounded, as every check on it must stay cheap.
+Pattern = Annotated[str, Field(min_length=1, max_length=4096)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class NetworkPermissions(_Model):
+    """TCP ports an agent may connect to and bind (the kernel refuses every other)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connect: list[Port] = Field(default_factory=list, max_length=256, description="TCP ports")
+    bind: list[Port] = Field(default_factory=list, max_length=256, description="TCP ports")
+
+
 class AgentPermissions(_Model):
     """File and command permissions for an agent (glob patterns and program names)."""
 
-    read: list[str] = Field(default_factory=list, description="Readable file paths")
-    write: list[str] = Field(default_factory=list, description="Writable file paths")
-    execute: list[str] = Field(default_factory=list, description="Executable commands")
+    read: list[Pattern] = Field(
+        default_factory=list, max_length=256, description="Readable file paths"
+    )
+    write: list[Pattern] = Field(
+        default_factory=list, max_length=256, description="Writable file paths"
+    )
+    execute: list[Pattern] = Field(
+        default_factory=list, max_length=256, description="Executable commands"
+    )
+    # -- addition: absent means an unrestricted network, as in the seed --
+    network: NetworkPermissions | None = Field(
+        default=None, description='TCP rules: {"connect": [443], "bind": []}'
+    )
 
 
 class AgentContext(_Model):
@@ -365,3 +390,12 @@ class DeploymentResponse(_Model):
     code: ErrorCode | None = Field(
         default=None, description="Why a request failed, for programs (not in the seed)"
     )
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """The first few validation errors, each as ``field.path: message``."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
+    return "; ".join(parts)

@@ -29,8 +29,10 @@ from actors import detach as detach_watchdog
 from supervisor import EventLog, Restart, Runtime, ZiggieError, describe, open_runtime
 from supervisor.protocol import AgentSpec
 
-from .._agents import AgentHome, AgentRefused, agent_child_spec, drop_stopped
+from .._agents import AgentHome, agent_child_spec, drop_stopped
+from .._replies import AgentRefused
 from .._runners import default_runners
+from .._settings import Settings
 
 #: Kernel events of the placed agent itself: its proxy in the coordinator emits its own.
 _PROXIED = frozenset(
@@ -42,9 +44,7 @@ _KEEP_EVENTS = 10_000
 class AgentHost:
     """A placed agent's runtime (the class Ray makes an actor of)."""
 
-    def __init__(
-        self, home: str, token: str, default_runner: str, log_max_bytes: int, lease: float
-    ) -> None:
+    def __init__(self, home: str, token: str, settings: str, lease: float) -> None:
         # Ray kills a dead worker's children: our watchdog must be none of them, or it dies
         # before its sweep; and it must be detached before we become a subreaper.
         detach_watchdog()
@@ -53,8 +53,8 @@ class AgentHost:
         #: Under the coordinator's token: a test run (or ``ziggie``) still recognises these
         #: agents as its own, while this host's watchdog sweeps only ours.
         self._token = new_token(token)
-        self._runner = default_runner
-        self._log_max_bytes = log_max_bytes
+        #: The coordinator's settings that shape an agent (runner, logs, confinement).
+        self._settings = Settings.model_validate_json(settings)
         self._agent: str | None = None
         self._ended: dict[str, Any] | None = None
         self._events: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=_KEEP_EVENTS)
@@ -142,8 +142,7 @@ class AgentHost:
                 self._home,
                 default_runners(),
                 parent_id=parent_id,
-                default_runner=self._runner,
-                log_max_bytes=self._log_max_bytes,
+                settings=self._settings,
                 extra_env=env,
                 token=self._token,
             )
