@@ -16,10 +16,11 @@ from supervisor import Supervisor, is_valid_id
 from supervisor.protocol import AgentSpec
 
 from ._agents import check_deployable
-from ._confinement import beneath, executables, literal_root
+from ._confinement import literal_root
 from ._defaults import remaining_time
 from ._globs import WORK_LIMIT, BadPattern, TooLarge, normalize, within
 from ._placed import host_of
+from ._programs import beneath, executables
 from ._ray import RemoteHandle
 from ._replies import AgentRefused
 from ._runners import resolve_argv
