@@ -230,17 +230,34 @@ def test_normalize_refuses_every_dotdot_segment(segments: list[str]) -> None:
         assert "//" not in normalize(pattern)
 
 
-# -- item 10: loader and path variables are refused ------------------------------------
+# -- a spec's env: no loader, start-up code, program choice or runtime variables ----------
 
 
 @pytest.mark.parametrize(
     "name",
-    ["PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "ZIGGIE_RUNTIME"],
+    [
+        "PATH",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "GLIBC_TUNABLES",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONWARNINGS",  # imports a module named in it at interpreter start
+        "PYTHONBREAKPOINT",
+        "NODE_OPTIONS",
+        "BASH_ENV",
+        "BASH_FUNC_ls%%",
+        "BROWSER",
+        "GIT_SSH_COMMAND",
+        "HOME",
+        "TMPDIR",
+        "ZIGGIE_RUNTIME",
+    ],
 )
-def test_env_may_not_set_loader_path_or_marker_variables(tmp_path: Path, name: str) -> None:
-    with pytest.raises(ValidationError, match=f"env: '{name}'"):
+def test_env_may_not_set_loader_startup_or_runtime_variables(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValidationError, match=f"env: '{re.escape(name)}'|invalid environment"):
         make_spec(tmp_path, env={name: "/tmp/evil"})
-    make_spec(tmp_path, env={"MY_SETTING": "1"})  # ordinary variables are fine
+    make_spec(tmp_path, env={"MY_SETTING": "1", "PYTHONUNBUFFERED": "1"})  # these are fine
 
 
 def test_command_is_resolved_before_the_execute_check(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +27,8 @@ from pydantic import (
 )
 
 from supervisor._ids import validate_id
+
+from ._environment import check_env_name
 
 PROTOCOL_VERSION = "1.0"
 
@@ -52,44 +54,6 @@ def utc_now() -> datetime:
 def new_id() -> str:
     return str(uuid.uuid4())
 
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-
-#: Variables that choose which program or library code runs: set by an agent's spec they
-#: would defeat ``permissions.execute`` (a PATH of one's own picks what "git" is) and
-#: inject code into any interpreter (issue 10, item 10).
-FORBIDDEN_ENV: Final = frozenset(
-    {
-        "PATH",
-        "PYTHONPATH",
-        "PYTHONHOME",
-        "PYTHONSTARTUP",
-        "PYTHONUSERBASE",
-        "PYTHONEXECUTABLE",
-        "PYTHONINSPECT",
-        "PERL5LIB",
-        "PERL5OPT",
-        "PERLLIB",
-        "RUBYLIB",
-        "RUBYOPT",
-        "NODE_OPTIONS",
-        "NODE_PATH",
-        "BASH_ENV",
-        "ENV",
-        "SHELLOPTS",
-        "BASHOPTS",
-        "IFS",
-        "GCONV_PATH",
-        "LOCPATH",
-        "NLSPATH",
-        "HOSTALIASES",
-        "RESOLV_HOST_CONF",
-        "MALLOC_CHECK_",
-    }
-)
-#: Prefixes of the same kind: the dynamic loader's (glibc, macOS), and the runtime's own
-#: markers, which the no-orphan sweep and nesting trust.
-FORBIDDEN_ENV_PREFIXES: Final = ("LD_", "DYLD_", "ZIGGIE_")
 
 #: A safe id; its JSON schema states the rule, so API clients can generate valid ones.
 SafeId = Annotated[
@@ -302,15 +266,7 @@ class AgentSpec(_Model):
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not _ENV_NAME.fullmatch(name):
-                raise ValueError(f"invalid environment variable name {name!r}")
-            if name.startswith("ZIGGIE_"):
-                raise ValueError(f"env: {name!r}: ZIGGIE_* variables are set by the runtime")
-            if name in FORBIDDEN_ENV or name.startswith(FORBIDDEN_ENV_PREFIXES):
-                raise ValueError(
-                    f"env: {name!r} may not be set by a spec: it chooses which program or"
-                    " library code runs (loader and path variables are refused)"
-                )
+            check_env_name(name)
         return value
 
     @field_validator("command")
