@@ -143,6 +143,22 @@ class _Rules:
             path = os.path.realpath(path)
         self.paths[path] = self.paths.get(path, 0) | rights
 
+    def minimal(self) -> tuple[tuple[str, int], ...]:
+        """The rules that add something: a path that exists, not already granted the
+        same rights by a rule on a directory above it. Fewer rules, fewer syscalls at
+        every spawn (the baseline names links into /usr and files that may be absent)."""
+        kept = []
+        for path, rights in self.paths.items():
+            if path != "/proc/self" and not os.path.exists(path):
+                continue
+            covered = any(
+                other != path and beneath(path, other) and rights & ~theirs == 0
+                for other, theirs in self.paths.items()
+            )
+            if not covered:
+                kept.append((path, rights))
+        return tuple(kept)
+
 
 def compile_confinement(
     spec: AgentSpec,
@@ -177,7 +193,7 @@ def compile_confinement(
     rules.add(str(paths.definition), int(Access.READ_FILE))
     tcp = _tcp(spec, api_port)
     confinement = Confinement(
-        paths=tuple(rules.paths.items()),
+        paths=rules.minimal(),
         tcp=tcp,
         scoped=True,
         drop_capabilities=True,
