@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -135,6 +135,8 @@ class _Rules:
 
     paths: dict[str, int]
     report: dict[str, Any]
+    #: The agent's own files: kept even before they exist (written once it is accepted).
+    own: set[str] = field(default_factory=set)
 
     def add(self, path: str, rights: int) -> None:
         # Real paths: the shim opens them without following symlinks. "/proc/self" is
@@ -149,7 +151,7 @@ class _Rules:
         every spawn (the baseline names links into /usr and files that may be absent)."""
         kept = []
         for path, rights in self.paths.items():
-            if path != "/proc/self" and not os.path.exists(path):
+            if path not in self.own and path != "/proc/self" and not os.path.exists(path):
                 continue
             covered = any(
                 other != path and beneath(path, other) and rights & ~theirs == 0
@@ -176,9 +178,9 @@ def compile_confinement(
     cwd = spec.context.working_directory
     forbidden = os.path.realpath(home)
     perms = spec.context.permissions
-    for field, rights in (("read", R), ("write", W)):
-        for pattern in getattr(perms, field):
-            _pattern_rule(rules, f"context.permissions.{field}", pattern, rights, cwd, forbidden)
+    for name, rights in (("read", R), ("write", W)):
+        for pattern in getattr(perms, name):
+            _pattern_rule(rules, f"context.permissions.{name}", pattern, rights, cwd, forbidden)
     for given, real in executables(spec, argv):
         rules.add(real, X)
         for prefix in install_prefixes(given, forbidden):
@@ -191,6 +193,7 @@ def compile_confinement(
         rules.add(path, R | Access.WRITE_FILE)
     rules.add(str(paths.private), W)
     rules.add(str(paths.definition), int(Access.READ_FILE))
+    rules.own |= {os.path.realpath(paths.private), os.path.realpath(paths.definition)}
     tcp = _tcp(spec, api_port)
     confinement = Confinement(
         paths=rules.minimal(),
