@@ -289,7 +289,7 @@ async def test_shutdown_is_not_blocked_by_a_restart_backoff() -> None:
 @pytest.mark.parametrize(
     ("auto", "exit_ids", "stops_supervisor"),
     [
-            (AutoShutdown.ANY_SIGNIFICANT, ["s1"], True),
+        (AutoShutdown.ANY_SIGNIFICANT, ["s1"], True),
         (AutoShutdown.ALL_SIGNIFICANT, ["s1"], False),
         (AutoShutdown.ALL_SIGNIFICANT, ["s1", "s2"], True),
     ],
@@ -333,6 +333,7 @@ async def test_a_supervisor_that_shuts_itself_down_exits_shutdown(auto: AutoShut
             probe.finish("n1")
             with anyio.fail_after(30):
                 await probe.wait_starts("n1", 2)
+            await anyio.wait_all_tasks_blocked()
             info = rt.info("n")
             assert (info.incarnation, info.state) == (2, ChildState.RUNNING)
             assert info.last_outcome is Outcome.SHUTDOWN
@@ -345,7 +346,7 @@ def test_significant_child_under_auto_shutdown_never_is_refused_at_spec_time() -
     """OTP refuses the combination (``bad_combination``) instead of ignoring the flag."""
     probe = Probe()
     sig = probe.spec("s", restart=Restart.TRANSIENT, significant=True)
-    with pytest.raises(ValueError, match="'s' is significant.*auto_shutdown=never"):
+    with pytest.raises(ValueError, match=r"'s' is significant.*auto_shutdown=never"):
         supervisor_spec("sup", [probe.spec("a"), sig])
     assert supervisor_spec("sup", [sig], auto_shutdown=AutoShutdown.ALL_SIGNIFICANT)
 
@@ -363,7 +364,7 @@ async def test_significant_child_under_auto_shutdown_never_is_refused_when_start
             ctx.started()
 
     async with open_runtime() as rt:
-        with pytest.raises(ValueError, match="'s' is significant.*'ziggie'"):
+        with pytest.raises(ValueError, match=r"'s' is significant.*'ziggie'"):
             await rt.start_child(sig)
         with pytest.raises(StartError) as caught:
             await rt.start_child(ChildSpec("w", opens))
