@@ -28,24 +28,42 @@
 
 main(_) ->
     logger:set_primary_config(level, none),  % supervisor reports would go to stderr
-    process_flag(trap_exit, true),
     ets:new(zg_attempts, [named_table, public]),
     Tracer = spawn_opt(fun() -> tracer([], #{}, #{}) end, [link, {priority, high}]),
     register(zg_tracer, Tracer),
     io:put_chars("ready\n"),  % the VM is up, with its helper process (erl_child_setup)
     loop().
 
+%% Each scenario runs in a process of its own, bounded in time: a scenario that hangs
+%% ends the VM (after saying so) instead of leaving it behind its closed stdin.
 loop() ->
     case io:get_line("") of
         eof ->
-            ok;
+            halt(0);
         Line ->
             {ok, Tokens, _} = erl_scan:string(Line),
             {ok, Scenario} = erl_parse:parse_term(Tokens),
-            [io:put_chars([Event, $\n]) || Event <- run(Scenario)],
-            io:put_chars("end\n"),
-            loop()
+            Driver = self(),
+            {Runner, Ref} = spawn_monitor(fun() ->
+                process_flag(trap_exit, true),
+                Driver ! {self(), run(Scenario)}
+            end),
+            receive
+                {'DOWN', Ref, process, Runner, Reason} ->
+                    fail(fmt("scenario failed: ~0p", [Reason]));
+                {Runner, Trace} ->
+                    demonitor(Ref, [flush]),
+                    [io:put_chars([Event, $\n]) || Event <- Trace],
+                    io:put_chars("end\n"),
+                    loop()
+            after 20000 ->
+                fail("scenario did not end within 20 s")
+            end
     end.
+
+fail(Why) ->
+    io:put_chars([Why, "\nend\n"]),
+    halt(1).
 
 %% -- a scenario ---------------------------------------------------------------------
 
