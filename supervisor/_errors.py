@@ -12,6 +12,7 @@ Everything the runtime raises on purpose derives from :class:`ZiggieError`::
     │   ├── MaxChildren            the supervisor's max_children is reached
     │   └── StartError             a child failed to start (after rollback)
     ├── RestartIntensityExceeded   too many restarts: the supervisor gave up (escalation)
+    ├── AutoShutdownExit           significant children ended: the supervisor shut down
     ├── InvalidTransition          an illegal lifecycle transition (a bug, not user input)
     └── ActorError                 talking to an actor failed
         ├── ActorNotRunning        no live incarnation to talk to
@@ -81,6 +82,25 @@ class RestartIntensityExceeded(ZiggieError):
         super().__init__(
             f"supervisor {path!r} reached max restart intensity "
             f"({max_restarts} in {max_seconds:g}s) restarting {child_id!r}"
+        )
+
+
+class AutoShutdownExit(ZiggieError):
+    """A supervisor shut itself down because its significant children ended (OTP's
+    ``auto_shutdown``).
+
+    Raised out of :func:`open_supervisor`'s block so that the node serving it ends with
+    outcome ``shutdown``, as OTP's supervisor exits with reason ``shutdown``: a permanent
+    node is restarted by its parent, a transient one is not. ``open_runtime``'s block
+    ends quietly instead (the root has no parent to tell).
+    """
+
+    def __init__(self, path: str, child_id: str, auto_shutdown: str) -> None:
+        self.path = path
+        self.child_id = child_id
+        super().__init__(
+            f"supervisor {path!r} shut itself down: significant child {child_id!r} "
+            f"ended (auto_shutdown={auto_shutdown})"
         )
 
 

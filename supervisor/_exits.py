@@ -8,7 +8,7 @@ from typing import Final
 
 import anyio
 
-from ._errors import RestartIntensityExceeded
+from ._errors import AutoShutdownExit, RestartIntensityExceeded
 from ._policy import Outcome
 
 #: The host's own exits: a child raising one stops the whole tree, then it propagates.
@@ -56,9 +56,10 @@ def classify(
     if is_host_exit(rest):
         return Outcome.ERROR, rest, rest
     found = leaves(rest)
-    if all(isinstance(leaf, RestartIntensityExceeded) for leaf in found):
-        # OTP: a supervisor that gives up exits with reason shutdown, so a transient
-        # supervisor child is not restarted by its parent (issue 9, item 8).
+    if all(isinstance(leaf, RestartIntensityExceeded | AutoShutdownExit) for leaf in found):
+        # OTP: a supervisor that gives up, or shuts itself down once its significant
+        # children ended, exits with reason shutdown, so a transient supervisor child is
+        # not restarted by its parent.
         return Outcome.SHUTDOWN, rest, None
     # Any other BaseException is an abnormal exit of the child (issue 9, item 2).
     return Outcome.ERROR, rest, None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Unpack
 
 from ._child import ChildInfo, ChildSpec, RuntimeView
+from ._errors import AutoShutdownExit
 from ._events import EventLog
 from ._ids import validate_id
 from ._policy import SupervisorOptions
@@ -127,9 +128,15 @@ async def open_runtime(
     exceeds its restart intensity, or a child fails to start, the block is cancelled and
     the error (:class:`RestartIntensityExceeded`, :class:`StartError`) propagates as
     itself, on trio and asyncio alike; several errors at once come as an exception group.
+    If the root shuts itself down (``auto_shutdown``), the block is cancelled and ends
+    quietly.
     """
     rt = Runtime(name, events if events is not None else EventLog())
     root = _RootNode(id=rt.name, path=rt.name, level=None, runtime=rt)
-    async with open_supervisor(root, children, **options) as sup:
-        rt._root = sup
-        yield rt
+    try:
+        async with open_supervisor(root, children, **options) as sup:
+            rt._root = sup
+            yield rt
+    except AutoShutdownExit as exc:
+        if exc.path != root.path:  # not the root's own: someone else's to handle
+            raise

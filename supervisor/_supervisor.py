@@ -42,6 +42,7 @@ from ._child import (
 from ._errors import (
     AlreadyPresent,
     AlreadyStarted,
+    AutoShutdownExit,
     MaxChildren,
     NotFound,
     RestartIntensityExceeded,
@@ -76,6 +77,20 @@ def _restart_group(
     return children[children.index(failed) :]
 
 
+def _check_significant(spec: ChildSpec, auto_shutdown: AutoShutdown, where: str) -> None:
+    """Refuse a significant child under a supervisor that would ignore the flag.
+
+    OTP refuses the combination (``bad_combination``): a child marked significant whose
+    supervisor never shuts itself down is a mistake to report, not a flag to drop.
+    """
+    if spec.significant and auto_shutdown is AutoShutdown.NEVER:
+        raise ValueError(
+            f"child {spec.id!r} is significant, but supervisor {where!r} has "
+            "auto_shutdown=never (OTP's bad_combination): give the supervisor "
+            "auto_shutdown=any_significant or all_significant, or drop significant"
+        )
+
+
 class Supervisor:
     """A supervisor node. Create one with :func:`open_supervisor` or :func:`supervisor_spec`."""
 
@@ -103,13 +118,18 @@ class Supervisor:
         self._closing = False
         self._stopped = anyio.Event()
         self._host_exit: BaseException | None = None
+        self._auto_exit: AutoShutdownExit | None = None  # set once it shut itself down
         self.cancelled = anyio.get_cancelled_exc_class()
 
     # -- public API (OTP's supervisor functions) ---------------------------------------
 
     async def start_child(self, spec: ChildSpec) -> Any:
-        """Add *spec* and start it; return its ``started()`` value (``IGNORE`` if ignored)."""
+        """Add *spec* and start it; return its ``started()`` value (``IGNORE`` if ignored).
+
+        A significant child is refused (``ValueError``) where ``auto_shutdown`` is never.
+        """
         self._check_open(spec.id)
+        _check_significant(spec, self.auto_shutdown, self.path)
         existing = self._by_id.get(spec.id)
         if existing is not None:
             raise (AlreadyStarted if existing.live else AlreadyPresent)(spec.id)
@@ -325,6 +345,9 @@ class Supervisor:
                 self._handle_exit(child, inc)
                 if self._auto_shutdown_due(child):
                     self._emit_self("auto_shutdown", child_id=child.spec.id)
+                    self._auto_exit = AutoShutdownExit(
+                        self.path, child.spec.id, str(self.auto_shutdown)
+                    )
                     self._closing = True
                     assert self._tg is not None
                     self._tg.cancel_scope.cancel()
@@ -348,10 +371,15 @@ class Supervisor:
                 self._remove(child)
             return
         self._count_restart(child, inc.reason)
-        group = _restart_group(self.strategy, self._children, child)
-        restart = PendingRestart(child, [m for m in group if m.pending is None])
+        restart = PendingRestart(child, self._group(child))
         self._pending.add(restart)
         self._tg.start_soon(self._restart, restart, name=f"{child.path}:restart")
+
+    def _group(self, failed: ChildSlot) -> list[ChildSlot]:
+        """The children a restart of *failed* stops and starts (its strategy's group),
+        less those another pending restart already holds."""
+        group = _restart_group(self.strategy, self._children, failed)
+        return [m for m in group if m.pending is None]
 
     def _count_restart(self, failed: ChildSlot, reason: BaseException | str | None) -> None:
         """Count a restart against the intensity; escalate (raise) when it is exceeded."""
@@ -368,7 +396,8 @@ class Supervisor:
             ) from (reason if isinstance(reason, BaseException) else None)
 
     async def _restart(self, restart: PendingRestart) -> None:
-        """Stop the group's other members, wait the backoff, start the group in order.
+        """Stop the group's other members, wait the backoff, start the group in order;
+        if a start fails, try again from the child that failed.
 
         Runs in its own task without any lock: cancelling ``restart.scope`` (terminate,
         delete, shutdown) abandons it, and other children's restarts run meanwhile.
@@ -390,22 +419,33 @@ class Supervisor:
                     try:
                         await self._start_all(group)
                     except StartError as exc:
-                        # A failed restart is another crash, counted against the intensity
-                        # (OTP's try_again); what did start of the group is stopped first.
-                        await self._stop_all(m for m in group if m.live)
-                        self._count_restart(failed, exc)
-                        restart.members = [m for m in group if m.spec.id in self._by_id]
+                        # OTP's try_again_restart: a failed start is another exit to restart,
+                        # counted against the intensity, and the restart is tried again from
+                        # the child that failed, over *its* group now. rest_for_one keeps
+                        # the children before it that did start running; one_for_all stops
+                        # them again with the rest; one_for_one starts that child alone.
+                        culprit = self._by_id.get(exc.child_id)
+                        if culprit is None:  # its spec was deleted meanwhile
+                            return
+                        self._count_restart(culprit, exc)
+                        restart.failed = culprit
+                        restart.members = self._group(culprit)
                         for member in restart.members:
                             member.pending = restart
+                        self._announce(m for m in group if m.pending is None)  # they stay
                         continue
-                    for member in group:
-                        inc = member.current
-                        if inc is not None and not inc.ignored:
-                            member.emit("restarted", inc, restarts=member.restarts)
+                    self._announce(group)
                     return
         finally:
             restart.cancel()
             self._pending.discard(restart)
+
+    def _announce(self, restarted: Iterable[ChildSlot]) -> None:
+        """A ``restarted`` event for each of *restarted* running a new incarnation."""
+        for member in restarted:
+            inc = member.current
+            if inc is not None and inc.started and not inc.ignored:
+                member.emit("restarted", inc, restarts=member.restarts)
 
     # -- shutdown ----------------------------------------------------------------------
 
@@ -437,11 +477,18 @@ async def open_supervisor(
     are stopped and :class:`StartError` says which failed. Leaving the block stops every
     child, newest first. Exceeding the restart intensity cancels the block and raises
     :class:`RestartIntensityExceeded` to the node's parent. A lone error leaves the block
-    unwrapped on both backends; several come as an exception group.
+    unwrapped on both backends; several come as an exception group. When significant
+    children end it (``auto_shutdown``), the block is cancelled and raises
+    :class:`AutoShutdownExit`: the node exits ``shutdown``. A significant child under
+    ``auto_shutdown=never`` is refused with ``ValueError`` before anything starts.
 
     The supervisor is recorded as the node's, so ``Runtime.tree`` shows its children
     also when the node is a worker (a function actor or a process agent) that opened it.
     """
+    specs = tuple(children)
+    auto_shutdown = AutoShutdown(options.get("auto_shutdown", AutoShutdown.NEVER))
+    for spec in specs:
+        _check_significant(spec, auto_shutdown, node.path)
     sup = Supervisor(node, **options)
     registry = sup._registry
     registry.attach(node.id, sup)
@@ -449,7 +496,7 @@ async def open_supervisor(
         async with anyio.create_task_group() as tg:
             sup._tg = tg
             try:
-                await sup._start_all([sup._add(spec) for spec in children])
+                await sup._start_all([sup._add(spec) for spec in specs])
                 tg.start_soon(sup._control_loop, name=f"{sup.path}:control")
                 yield sup
             finally:
@@ -466,6 +513,8 @@ async def open_supervisor(
         registry.detach(node.id, sup)
     if sup._host_exit is not None:  # the tree is down: now the host's exit goes on up
         raise sup._host_exit
+    if sup._auto_exit is not None:  # the node exits shutdown, as OTP's supervisor does
+        raise sup._auto_exit
 
 
 class SupervisorSpecOptions(SupervisorOptions, SpecOptions, total=False):
@@ -484,11 +533,15 @@ def supervisor_spec(
 
     Its kind is ``SUPERVISOR`` and its shutdown defaults to ``Shutdown.INFINITY`` (OTP's
     default for supervisors): it takes as long as its children's own shutdown specs allow.
+    A significant child under ``auto_shutdown=never`` is refused here (``ValueError``).
     """
     specs = tuple(children)
     sup_options: SupervisorOptions = {k: v for k, v in options.items() if k in _SUPERVISOR_KEYS}  # type: ignore[assignment]
     spec_options: SpecOptions = {k: v for k, v in options.items() if k not in _SUPERVISOR_KEYS}  # type: ignore[assignment]
     spec_options.setdefault("shutdown", Shutdown.INFINITY)
+    auto_shutdown = AutoShutdown(sup_options.get("auto_shutdown", AutoShutdown.NEVER))
+    for spec in specs:
+        _check_significant(spec, auto_shutdown, id)
 
     async def start(ctx: ChildContext) -> None:
         async with open_supervisor(ctx, specs, **sup_options) as sup:

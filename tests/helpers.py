@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ class Probe:
         self.log: list[tuple[str, str, int]] = []
         self._commands: dict[str, tuple[anyio.Event, list[str]]] = {}
         self._changed = anyio.Event()
+        self._attempts: dict[str, int] = {}  # starts per id, kept when the log is cleared
 
     def _append(self, entry: tuple[str, str, int]) -> None:
         self.log.append(entry)
@@ -71,11 +72,16 @@ class Probe:
         restart: Restart = Restart.PERMANENT,
         shutdown: Shutdown = Shutdown(5.0),
         fail_start: bool = False,
+        fail_starts: Collection[int] = (),
         **kw: Any,
     ) -> ChildSpec:
+        """*fail_start*: every start fails; *fail_starts*: which starts of *child_id* fail,
+        counted from 1 over every incarnation (also those of a rebuilt parent)."""
+
         async def start(ctx: ChildContext) -> None:
             self._append(("start", child_id, ctx.incarnation))
-            if fail_start:
+            attempt = self._attempts[child_id] = self._attempts.get(child_id, 0) + 1
+            if fail_start or attempt in fail_starts:
                 raise Crash(f"{child_id} cannot start")
             event, box = anyio.Event(), []
             self._commands[child_id] = (event, box)

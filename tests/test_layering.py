@@ -179,6 +179,7 @@ SUPERVISOR_EXPORTS = [
     "AlreadyPresent",
     "AlreadyStarted",
     "AutoShutdown",
+    "AutoShutdownExit",
     "Backoff",
     "ChildContext",
     "ChildCounts",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import anyio
 import pytest
@@ -17,8 +18,10 @@ from supervisor import (
     Restart,
     RestartIntensityExceeded,
     Shutdown,
+    StartError,
     Strategy,
     open_runtime,
+    open_supervisor,
     supervisor_spec,
 )
 
@@ -118,6 +121,66 @@ async def test_temporary_sibling_is_deleted_not_restarted_by_one_for_all() -> No
         await _settle(probe, ("start", "c", 2))
         assert "tmp" not in rt
         assert [c.id for c in rt.root.which_children()] == ["a", "c"]
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["worker", "supervisor"])
+async def test_rest_for_one_retries_a_failed_restart_from_the_child_that_failed(
+    nested: bool,
+) -> None:
+    """OTP's ``try_again_restart`` for ``rest_for_one``: the children of the group that did
+    start keep running; only the one that failed and those after it are started again."""
+    probe = Probe()
+    # c's second start fails; as a nested supervisor, c fails to start because c1 does.
+    c = (
+        supervisor_spec("c", [probe.spec("c1", fail_starts={2})])
+        if nested
+        else probe.spec("c", fail_starts={2})
+    )
+    last = "c1" if nested else "c"
+    children = [probe.spec("a"), c]
+    options: dict[str, Any] = {"max_restarts": 2, "max_seconds": 60}
+    async with open_runtime(children=children, strategy=Strategy.REST_FOR_ONE, **options) as rt:
+        probe.log.clear()
+        probe.crash("a")
+        with anyio.fail_after(30):
+            await probe.wait_starts(last, 2)
+        await anyio.wait_all_tasks_blocked()
+        during = list(probe.log)
+        assert rt.info("a").incarnation == 2
+        assert rt.info("c").incarnation == 3
+        assert rt.info(last).state is ChildState.RUNNING
+    assert [(k, cid) for k, cid, _ in during] == [
+        ("stop", "a"),
+        ("stop", last),
+        ("start", "a"),
+        ("start", last),  # fails
+        ("start", last),  # retried alone: a is not stopped again
+    ]
+    # On the final stop: c (its third incarnation, whose c1 is a first), then a (its second).
+    assert probe.log[len(during) :] == [("stop", last, 1 if nested else 3), ("stop", "a", 2)]
+
+
+async def test_one_for_all_retries_a_failed_restart_with_the_whole_group() -> None:
+    """OTP's ``try_again_restart`` for ``one_for_all`` stops what did start and starts
+    every child again."""
+    probe = Probe()
+    children = [probe.spec("a"), probe.spec("c", fail_starts={2})]
+    options: dict[str, Any] = {"max_restarts": 2, "max_seconds": 60}
+    async with open_runtime(children=children, strategy=Strategy.ONE_FOR_ALL, **options) as rt:
+        probe.log.clear()
+        probe.crash("a")
+        await _settle(probe, ("start", "c", 3))
+        await anyio.wait_all_tasks_blocked()
+        assert probe.log == [
+            ("stop", "a", 1),
+            ("stop", "c", 1),
+            ("start", "a", 2),
+            ("start", "c", 2),  # fails
+            ("stop", "a", 2),
+            ("start", "a", 3),
+            ("start", "c", 3),
+        ]
+        assert rt.info("a").restarts == 2
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))
@@ -226,7 +289,6 @@ async def test_shutdown_is_not_blocked_by_a_restart_backoff() -> None:
 @pytest.mark.parametrize(
     ("auto", "exit_ids", "stops_supervisor"),
     [
-        (AutoShutdown.NEVER, ["s1"], False),
         (AutoShutdown.ANY_SIGNIFICANT, ["s1"], True),
         (AutoShutdown.ALL_SIGNIFICANT, ["s1"], False),
         (AutoShutdown.ALL_SIGNIFICANT, ["s1", "s2"], True),
@@ -251,11 +313,68 @@ async def test_significant_children_and_auto_shutdown(
             with anyio.fail_after(5):
                 while rt.info("sup").state is not ChildState.STOPPED:
                     await anyio.sleep(0)
-            assert rt.info("sup").last_outcome is Outcome.NORMAL  # transient: not restarted
+            # OTP: an auto-shutdown is an exit with reason shutdown (transient: not restarted).
+            assert rt.info("sup").last_outcome is Outcome.SHUTDOWN
         else:
             await anyio.wait_all_tasks_blocked()
             assert rt.info("sup").state is ChildState.RUNNING
             assert rt.info("plain").state is ChildState.RUNNING
+
+
+@pytest.mark.parametrize("auto", [AutoShutdown.ANY_SIGNIFICANT, AutoShutdown.ALL_SIGNIFICANT])
+async def test_a_supervisor_that_shuts_itself_down_exits_shutdown(auto: AutoShutdown) -> None:
+    """As OTP's: its outcome, its event and ``last_outcome`` say ``shutdown``, not
+    ``normal``; a permanent one is restarted by its parent."""
+    probe = Probe()
+    significant = probe.spec("n1", restart=Restart.TRANSIENT, significant=True)
+    nested = supervisor_spec("n", [significant], auto_shutdown=auto)
+    with recording() as (events, seen):
+        async with open_runtime(children=[nested], events=events) as rt:
+            probe.finish("n1")
+            with anyio.fail_after(30):
+                await probe.wait_starts("n1", 2)
+            await anyio.wait_all_tasks_blocked()
+            info = rt.info("n")
+            assert (info.incarnation, info.state) == (2, ChildState.RUNNING)
+            assert info.last_outcome is Outcome.SHUTDOWN
+    ends = [(name, f["outcome"]) for name, f in seen if f["agent_id"] == "n" and "outcome" in f]
+    assert ends[0] == ("terminated", "shutdown")
+    assert ("auto_shutdown", "n") in names(seen, "auto_shutdown")
+
+
+def test_significant_child_under_auto_shutdown_never_is_refused_at_spec_time() -> None:
+    """OTP refuses the combination (``bad_combination``) instead of ignoring the flag."""
+    probe = Probe()
+    sig = probe.spec("s", restart=Restart.TRANSIENT, significant=True)
+    with pytest.raises(ValueError, match=r"'s' is significant.*auto_shutdown=never"):
+        supervisor_spec("sup", [probe.spec("a"), sig])
+    assert supervisor_spec("sup", [sig], auto_shutdown=AutoShutdown.ALL_SIGNIFICANT)
+
+
+async def test_significant_child_under_auto_shutdown_never_is_refused_when_started() -> None:
+    probe = Probe()
+    sig = probe.spec("s", restart=Restart.TEMPORARY, significant=True)
+    with pytest.raises(ValueError, match="'s' is significant"):
+        async with open_runtime(children=[probe.spec("a"), sig]):
+            pass
+    assert probe.log == []  # refused before anything started
+
+    async def opens(ctx: ChildContext) -> None:
+        async with open_supervisor(ctx, [sig]):
+            ctx.started()
+
+    async with open_runtime() as rt:
+        with pytest.raises(ValueError, match=r"'s' is significant.*'ziggie'"):
+            await rt.start_child(sig)
+        with pytest.raises(StartError) as caught:
+            await rt.start_child(ChildSpec("w", opens))
+        assert isinstance(caught.value.reason, ValueError)
+        assert "s" not in rt
+        sup = await rt.start_child(
+            supervisor_spec("n", [], auto_shutdown=AutoShutdown.ANY_SIGNIFICANT)
+        )
+        await sup.start_child(sig)  # allowed where auto_shutdown is on
+        assert rt.info("s").state is ChildState.RUNNING
 
 
 def test_significant_permanent_child_is_rejected() -> None:
