@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import re
 import sys
@@ -117,3 +118,44 @@ def test_seed_client_finds_error_files_for_bad_requests(seed: ModuleType, tmp_pa
         answer = asyncio.run(scenario())
     assert answer.status == "failed"
     assert "invalid id" in answer.error
+
+
+def test_seed_client_inside_an_agent_uses_its_own_queue(seed: ModuleType, tmp_path: Path) -> None:
+    """Inside an agent, ``$ZIGGIE_HOME/agent-queue`` is the agent's own queue: the seed's
+    client deploys, checks and terminates a child of the agent there, unchanged."""
+    from supervisor import SyncAgentDeploymentClient
+
+    from .waiting import until_files_sync
+
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "answers.json"
+    script = Path(__file__).parent / "agents" / "seed_inside.py"
+    boss = {
+        "id": "seed-boss",
+        "level": "L1",
+        "name": "Seed Boss",
+        "role": "lead",
+        "task": "deploy a child with the seed's client",
+        "context": {"working_directory": str(work)},
+        "timeout_seconds": 60,
+        "command": [sys.executable, str(script), str(tmp_path), str(out)],
+    }
+    with serve_process(home), SyncAgentDeploymentClient(home / "agent-queue") as operator:
+        spec = importlib.import_module("supervisor").AgentSpec.model_validate(boss)
+        assert operator.deploy_agent(spec).status == "deployed"
+        until_files_sync([work], out.exists, 60, "the agent's answers")
+        answers = json.loads(out.read_text())
+        child = operator.check_agent_status("seed-boss-child")
+        operator.terminate_agent("seed-boss")
+    assert answers["deployed"]["status"] == "deployed", answers
+    assert answers["running"]["status"] == "running", answers
+    assert answers["terminated"]["status"] == "terminated", answers
+    assert child.agent is not None
+    assert child.agent["parent_id"] == "seed-boss"
+    # The answers were the agent's own, in its own queue: none in the operator's.
+    own = home / "agents" / "seed-boss" / "agent-queue" / "responses"
+    request_id = answers["deployed"]["request_id"]
+    assert (own / f"{request_id}.response.json").is_file()
+    assert not (home / "agent-queue" / "responses" / f"{request_id}.response.json").exists()
