@@ -23,7 +23,7 @@ from actors import ProcessHandle, cgroup_controllers, process_spec, spawn_mechan
 from actors._cgroup import AgentCgroup, cgroup2_mount, runtime_cgroups
 from actors._exec import CGEXEC, exec_shim
 from supervisor import Shutdown, StartError, no_events, open_runtime
-from supervisor.coordinator import Settings, open_coordinator
+from supervisor.coordinator import OPERATOR, Settings, open_coordinator
 from supervisor.protocol import AgentSpec
 
 from .helpers import build_cgexec
@@ -199,7 +199,7 @@ async def test_limits_are_written_or_refused_never_ignored(tmp_path: Path) -> No
         request = DeploymentRequest(
             parent_agent="Ziggie", action="deploy_agent", agent_spec=AgentSpec.model_validate(data)
         )
-        answer = (await coord.service.handle(request)).response
+        answer = (await coord.service.handle(request, OPERATOR)).response
         assert answer is not None
         if controllers is not None and {"memory", "pids"} <= controllers:
             assert answer.status == "deployed"
@@ -332,7 +332,7 @@ async def test_status_and_coordinator_ready_say_how_agents_are_stopped(tmp_path:
             request = DeploymentRequest(
                 parent_agent="Ziggie", action="deploy_agent", agent_spec=spec
             )
-            await coord.service.handle(request)
+            await coord.service.handle(request, OPERATOR)
             status = coord.service.agent_detail("told")
             assert status is not None
             if runtime_cgroups(token()) is not None:

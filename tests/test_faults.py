@@ -3,7 +3,6 @@ truth, and its durability is a setting."""
 
 from __future__ import annotations
 
-import builtins
 import errno
 import json
 import os
@@ -70,12 +69,14 @@ async def test_an_unreadable_request_is_answered_and_serving_goes_on(
     boundary is faked: ``open`` of that one file fails as it would for another user."""
     home = tmp_path / "home"
 
+    real_open = os.open
+
     def guarded_open(path: Any, *args: Any, **kwargs: Any) -> Any:
         if str(path).endswith("locked.request.json"):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return builtins.open(path, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(_filequeue, "open", guarded_open, raising=False)
+    monkeypatch.setattr(os, "open", guarded_open)
     async with coordinator(home):
         drop(home, "locked.request.json", status_request("locked"))
         kind, body = await await_answer(home, "locked")
@@ -94,11 +95,11 @@ async def test_a_full_disk_while_answering_is_waited_out(
     home = tmp_path / "home"
     failures = [2]
 
-    def full_disk(path: Any, data: Any) -> None:
-        if "responses" in str(path) and failures[0] > 0:
+    def full_disk(path: Any, data: Any, **kwargs: Any) -> None:
+        if str(path).endswith(".response.json") and failures[0] > 0:
             failures[0] -= 1
             raise OSError(errno.ENOSPC, "No space left on device")
-        write_atomic(path, data)
+        write_atomic(path, data, **kwargs)
 
     monkeypatch.setattr(_filequeue, "write_atomic", full_disk)
     seen = Seen()

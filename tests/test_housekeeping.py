@@ -52,6 +52,7 @@ def test_prune_home_keeps_what_is_retained(tmp_path: Path) -> None:
         "archive_days": 1,
         "requests": 0,
         "agents": 0,
+        "agent_dirs": 0,
         "events_rotated": False,
     }
     assert sorted(p.name for p in (queue / "responses").iterdir()) == ["b.response.json"]
@@ -76,4 +77,6 @@ async def test_the_prune_action_drops_finished_agents(tmp_path: Path) -> None:
         assert answer.status == "completed"
         assert answer.agent is not None
         assert answer.agent["agents"] == 1
+        assert answer.agent["agent_dirs"] == 1  # its own directory went with it
+        assert not (home / "agents" / "brief").exists()
         assert (await client.check_agent_status("brief")).code == "not_found"

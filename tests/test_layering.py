@@ -225,19 +225,23 @@ SUPERVISOR_EXPORTS = [
 ]
 
 COORDINATOR_EXPORTS = [
+    "OPERATOR",
     "AgentHome",
     "AgentRefused",
     "AgentService",
     "AgentState",
     "Answer",
     "BadRequest",
+    "Caller",
     "Coordinator",
     "CoordinatorRunning",
     "FileQueue",
+    "Forbidden",
     "HttpUnavailable",
     "Journal",
     "Runner",
     "Settings",
+    "authorize",
     "check_http",
     "check_ray",
     "claude_runner",

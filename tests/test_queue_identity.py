@@ -17,10 +17,10 @@ from typing import Any, get_args
 
 import psutil
 import pytest
-from supervisor.coordinator._callers import ACTIONS
 
 from supervisor import AgentDeploymentClient, AgentSpec, DeploymentRequest
 from supervisor.coordinator import OPERATOR, Caller, Journal, authorize
+from supervisor.coordinator._callers import ACTIONS
 from supervisor.protocol import Action
 
 from .helpers import marked
@@ -390,6 +390,45 @@ async def test_one_watcher_serves_every_agent_queue(tmp_path: Path, work: Path) 
             assert (await c.terminate_agent(agent_id)).status == "terminated"
         # An agent that ended for good is no longer watched.
         assert not queues & set().union(*_inotify_watches().values())
+
+
+async def test_the_polling_fallback_serves_agents_queues_too(tmp_path: Path, work: Path) -> None:
+    home = tmp_path / "home"
+    kid = child("kid", work, level="L2")
+    boss = agent_spec("boss", work, env={"DEMO_PACE": "0.05", "DEMO_CHILDREN": json.dumps([kid])})
+    async with coordinator(home, polling=True) as (rt, coord):
+        with event_waits(rt) as waits:
+            client = AgentDeploymentClient(home / "agent-queue")
+            assert (await client.deploy_agent(AgentSpec.model_validate(boss))).status == "deployed"
+            await waits.event("started", "kid")
+        row = coord.service.journal.agent("kid")
+        assert row is not None
+        assert row["parent_id"] == "boss"
+        await client.terminate_agent("boss")
+        client.close()
+
+
+async def test_a_restarted_agent_is_served_again(tmp_path: Path, work: Path) -> None:
+    """Each incarnation deploys its child through its queue; the first then crashes."""
+    home = tmp_path / "home"
+    kid = child("kid", work, level="L2")
+    env = {"DEMO_PACE": "0.05", "DEMO_CHILDREN": json.dumps([kid]), "DEMO_CRASH_AT": "2"}
+    boss = agent_spec("boss", work, restart="transient", backoff_initial=0.0, env=env)
+    deployed: list[dict[str, Any]] = []
+
+    def seen(name: str, fields: dict[str, Any]) -> None:
+        if name == "response_written" and fields.get("caller") == "boss":
+            deployed.append(fields)
+
+    async with coordinator(home) as (rt, _):
+        with rt.events.listen(seen), event_waits(rt) as waits:
+            client = AgentDeploymentClient(home / "agent-queue")
+            assert (await client.deploy_agent(AgentSpec.model_validate(boss))).status == "deployed"
+            await waits.until(lambda: len(deployed) >= 2, timeout=30)
+        assert [d["status"] for d in deployed] == ["deployed", "deployed"]
+        assert rt.info("boss").incarnation == 2
+        await client.terminate_agent("boss")
+        client.close()
 
 
 async def test_the_queue_of_an_ended_agent_is_drained_then_left(tmp_path: Path, work: Path) -> None:

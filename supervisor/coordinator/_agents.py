@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit
 
 from actors import cgroup_controllers, log_path_for, process_spec
@@ -21,24 +23,94 @@ from supervisor import (
     Shutdown,
     StopOrder,
     supervisor_spec,
+    validate_id,
 )
-from supervisor.protocol import DIRECTORIES, AgentSpec, definition_text, write_atomic
+from supervisor.protocol import (
+    DIRECTORIES,
+    LOCK_NAME,
+    PROCESSING,
+    REQUESTS,
+    RESPONSES,
+    AgentSpec,
+    definition_text,
+    write_atomic,
+)
 
 from ._confinement import AgentPaths, agent_environment, compile_confinement
 from ._replies import AgentRefused, wrapper_id
 from ._runners import Runner, resolve_argv
 from ._settings import Settings
 
+#: The agents' directories: under the home, and under the operator's ``processing/`` and
+#: ``archive/<day>/``, where no request file (``*.request.json``) can take the name.
+AGENTS: Final = "agents"
+
 
 @dataclass(frozen=True, slots=True)
 class AgentHome:
-    """The coordinator's home, in the seed's layout; directories are created 0700."""
+    """The coordinator's home, in the seed's layout; directories are created 0700.
+
+    ``agent-queue/`` is the operator's queue. Each agent has a directory of its own,
+    ``agents/<id>/`` (its ``ZIGGIE_HOME``): ``agent-queue/requests/`` and ``responses/``
+    (its own queue: a request found there is that agent's), ``tmp/`` and ``home/``.
+    What the coordinator claims from an agent's queue goes to ``agent-queue/processing/
+    agents/<id>/``, then ``agent-queue/archive/<day>/agents/<id>/``: out of its reach.
+    """
 
     root: Path
 
     @property
     def queue(self) -> Path:
+        """The operator's queue."""
         return self.root / "agent-queue"
+
+    @property
+    def agents(self) -> Path:
+        """Where every agent's own directory is."""
+        return self.root / AGENTS
+
+    def agent_dir(self, agent_id: str) -> Path:
+        """*agent_id*'s private directory (its ``HOME``, ``TMPDIR`` and own queue): the
+        only part of the home its confinement lets it touch. A validated id: it names one
+        path component."""
+        return self.agents / validate_id(agent_id)
+
+    def agent_queue(self, agent_id: str) -> Path:
+        """*agent_id*'s own queue: ``requests/`` in, ``responses/`` out."""
+        return self.agent_dir(agent_id) / "agent-queue"
+
+    def agent_processing(self, agent_id: str) -> Path:
+        """Where requests claimed from *agent_id*'s queue wait for their answer."""
+        return self.queue / PROCESSING / AGENTS / validate_id(agent_id)
+
+    @property
+    def serving_lock(self) -> Path:
+        """The lock a coordinator holds while it serves the agents' queues (a fresh file
+        each run; no agent id starts with a dot)."""
+        return self.agents / ".lock"
+
+    def ensure_agent(self, agent_id: str) -> Path:
+        """Create *agent_id*'s directory and its queue, ``tmp/`` and ``home/`` (0700);
+        its path. Made afresh where missing; an existing one is kept as it is.
+
+        The serving lock is linked in as ``coordinator.lock``: clients inside the agent
+        (the seed's and ours) probe it to see that a coordinator serves their queue.
+        """
+        _mkdir(self.agents)
+        top = self.agent_dir(agent_id)
+        queue = top / "agent-queue"
+        for path in (top, queue, queue / REQUESTS, queue / RESPONSES, top / "tmp", top / "home"):
+            _mkdir(path, links=False)
+        tmp = top / f".{LOCK_NAME}.{secrets.token_hex(8)}"
+        try:
+            os.link(self.serving_lock, tmp, follow_symlinks=False)
+        except FileNotFoundError:
+            return top  # no coordinator serves this home: nothing to link
+        try:  # replaces whatever is there: an older run's link, or anything planted
+            os.replace(tmp, top / LOCK_NAME)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # its own doing (a directory there): it is unserved
+        return top
 
     @property
     def logs(self) -> Path:
@@ -47,23 +119,6 @@ class AgentHome:
     @property
     def definitions(self) -> Path:
         return self.root / ".claude" / "agents"
-
-    @property
-    def agents(self) -> Path:
-        return self.root / "agents"
-
-    def agent_dir(self, agent_id: str) -> Path:
-        """The agent's private directory (its ``HOME``, ``TMPDIR`` and own queue): the
-        only part of the home its confinement lets it touch."""
-        return self.agents / agent_id
-
-    def ensure_agent(self, agent_id: str) -> Path:
-        """:meth:`agent_dir`, made (0700, with ``home/`` and ``tmp/``) if missing."""
-        private = self.agent_dir(agent_id)
-        _mkdir(private)
-        for sub in ("home", "tmp"):
-            _mkdir(private / sub)
-        return private
 
     def ensure(self) -> AgentHome:
         # Issue 10, item 11: each level made on its own, 0700. ``mkdir(parents=True)``
@@ -86,10 +141,20 @@ class AgentHome:
         return cls(Path(root).absolute()).ensure()
 
 
-def _mkdir(path: Path) -> None:
-    """*path* as a 0700 directory (its parent exists); an older home's 0755 is repaired."""
-    path.mkdir(mode=0o700, exist_ok=True)
-    path.chmod(0o700)  # mkdir's mode is filtered by the umask, and exist_ok keeps the old
+def _mkdir(path: Path, *, links: bool = True) -> None:
+    """*path* as a 0700 directory (its parent exists); an older home's 0755 is repaired.
+
+    Not *links*: never through a symlink, as in an agent's own directory, where it may
+    have planted one (the operator may link the home's own directories elsewhere).
+    """
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        if not links and (path.is_symlink() or not path.is_dir()):
+            raise NotADirectoryError(f"{path} is not a directory") from None
+        if not path.is_dir():
+            raise
+    path.chmod(0o700)  # mkdir's mode is filtered by the umask, and an old one is kept
 
 
 def resolve_program(argv: list[str], cwd: Path) -> list[str]:

@@ -2,12 +2,13 @@
 
 What is kept, by the retention settings (issue 11):
 
-- answers in ``responses/`` and the journal's answered requests: ``retain_answers_seconds``
-  (a client reads its answer at once; after that the file is history). A request id
-  resubmitted after its journal row went is executed again: the window of exactly-once.
+- answers in ``responses/`` (the operator's and each agent's) and the journal's answered
+  requests: ``retain_answers_seconds`` (a client reads its answer at once; after that the
+  file is history). A request id resubmitted after its journal row went is executed
+  again: the window of exactly-once.
 - day directories of ``archive/``: ``retain_archive_days``;
-- finished agents (their journal rows, so ``status`` says not found after that):
-  ``retain_finished_seconds`` after they ended;
+- finished agents (their journal rows, so ``status`` says not found after that, and
+  their own directories): ``retain_finished_seconds`` after they ended;
 - ``events.jsonl``: copied to ``events.jsonl.1`` and truncated in place once over
   ``events_max_bytes`` (the coordinator appends with O_APPEND, so it writes on at the new
   end; lines written between the copy and the truncation are lost, as with logrotate's
@@ -21,18 +22,23 @@ coordinator's), in a worker thread, so the event loop never waits on it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
 import sqlite3
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from supervisor import is_valid_id
 from supervisor.protocol import ARCHIVE, RESPONSES, DeploymentRequest, DeploymentResponse
 
+from ._agents import AgentHome
+from ._queues import open_below
 from ._settings import Settings
 from ._states import LIVE_STATES
 
@@ -45,11 +51,17 @@ def prune_home(settings: Settings, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     home = Path(settings.home)
     queue = home / "agent-queue"
+    answers_before = now - settings.retain_answers_seconds
     report: dict[str, Any] = {
-        "responses": _prune_files(queue / RESPONSES, now - settings.retain_answers_seconds),
+        "responses": _prune_files(queue / RESPONSES, answers_before)
+        + _prune_agents_answers(AgentHome(home), answers_before),
         "archive_days": _prune_archive(queue / ARCHIVE, now, settings.retain_archive_days),
     }
-    report.update(_prune_journal(home / JOURNAL_NAME, now, settings))
+    counts, gone = _prune_journal(home / JOURNAL_NAME, now, settings)
+    report.update(counts)
+    report["agent_dirs"] = _prune_agent_dirs(
+        AgentHome(home), gone, now - settings.retain_finished_seconds
+    )
     report["events_rotated"] = _rotate(home / EVENTS_NAME, settings.events_max_bytes)
     return report
 
@@ -95,9 +107,60 @@ def _prune_archive(archive: Path, now: float, days: int) -> int:
     return dropped
 
 
-def _prune_journal(path: Path, now: float, settings: Settings) -> dict[str, int]:
+def _prune_agents_answers(home: AgentHome, before: float) -> int:
+    """Old answers in each agent's ``responses/``: a directory its agent could write, so
+    reached without following links and pruned through its fd."""
+    dropped = 0
+    try:
+        agents = os.open(home.agents, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return 0
+    try:
+        for agent_id in os.listdir(agents):
+            if not is_valid_id(agent_id):
+                continue
+            try:
+                fd = open_below(agents, agent_id, "agent-queue", RESPONSES)
+            except OSError:
+                continue
+            try:
+                for name in os.listdir(fd):
+                    with contextlib.suppress(OSError):
+                        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                        if not stat.S_ISDIR(info.st_mode) and info.st_mtime < before:
+                            os.unlink(name, dir_fd=fd)
+                            dropped += 1
+            finally:
+                os.close(fd)
+    finally:
+        os.close(agents)
+    return dropped
+
+
+def _prune_agent_dirs(home: AgentHome, gone: list[str], before: float) -> int:
+    """The directories of agents whose journal rows went just now, unless touched since
+    *before* (a deploy of the same id in progress links its lock into it)."""
+    dropped = 0
+    for agent_id in gone:
+        if not is_valid_id(agent_id):
+            continue
+        top = home.agent_dir(agent_id)
+        try:
+            info = os.lstat(top)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_mtime < before:
+            shutil.rmtree(top, ignore_errors=True)  # never follows links (fd-based)
+            with contextlib.suppress(OSError):
+                os.rmdir(home.agent_processing(agent_id))
+            dropped += 1
+    return dropped
+
+
+def _prune_journal(path: Path, now: float, settings: Settings) -> tuple[dict[str, int], list[str]]:
+    """Old answered requests and finished agents; the counts, and the agents' ids."""
     if not path.exists():
-        return {"requests": 0, "agents": 0}
+        return {"requests": 0, "agents": 0}, []
     db = sqlite3.connect(path, timeout=10, isolation_level=None)
     try:
         with db:
@@ -106,14 +169,16 @@ def _prune_journal(path: Path, now: float, settings: Settings) -> dict[str, int]
                 (now - settings.retain_answers_seconds,),
             ).rowcount
             marks = ",".join("?" * len(LIVE_STATES))
-            agents = db.execute(
-                f"DELETE FROM agents WHERE state NOT IN ({marks})"
-                " AND ended_at IS NOT NULL AND ended_at < ?",
-                (*LIVE_STATES, now - settings.retain_finished_seconds),
-            ).rowcount
+            finished = (
+                f"FROM agents WHERE state NOT IN ({marks})"
+                " AND ended_at IS NOT NULL AND ended_at < ?"
+            )
+            params = (*LIVE_STATES, now - settings.retain_finished_seconds)
+            gone = [row[0] for row in db.execute(f"SELECT agent_id {finished}", params)]
+            agents = db.execute(f"DELETE {finished}", params).rowcount
     finally:
         db.close()
-    return {"requests": requests, "agents": agents}
+    return {"requests": requests, "agents": agents}, gone
 
 
 def _rotate(events: Path, max_bytes: int) -> bool:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from supervisor import Restart
 from supervisor.protocol import AgentSpec, validation_summary
 
+from ._callers import OPERATOR, Caller
 from ._replies import AgentRefused
 from ._states import LIVE_STATES
 
@@ -33,7 +34,9 @@ CREATE TABLE IF NOT EXISTS requests (
     action      TEXT NOT NULL,
     received_at REAL NOT NULL,
     response    TEXT,
-    answered_at REAL
+    answered_at REAL,
+    caller      TEXT NOT NULL DEFAULT '',
+    fingerprint TEXT
 );
 CREATE TABLE IF NOT EXISTS agents (
     agent_id    TEXT PRIMARY KEY,
@@ -61,6 +64,22 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+#: Columns added since the first schema, each with the ALTER that adds it to an older
+#: journal: the rows it had are the operator's (no caller was known then), with no
+#: fingerprint (any request under their id is taken for the same).
+_ADDED_COLUMNS = {
+    "caller": "ALTER TABLE requests ADD COLUMN caller TEXT NOT NULL DEFAULT ''",
+    "fingerprint": "ALTER TABLE requests ADD COLUMN fingerprint TEXT",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A request id the journal knows: whose it is, and its answer once there is one."""
+
+    caller: Caller
+    fingerprint: str | None  #: of the request's content; None in rows of older journals
+    response: str | None  #: None: recorded before it acted, and never answered (a crash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +114,7 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         for suffix in ("-wal", "-shm"):  # SQLite makes them with the umask's mode
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(f"{path}{suffix}", 0o600)
@@ -106,6 +126,12 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate(self) -> None:
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
+        for column, alter in _ADDED_COLUMNS.items():
+            if column not in have:
+                self._db.execute(alter)
 
     # -- durability --------------------------------------------------------------------
 
@@ -190,17 +216,34 @@ class Journal:
         return value, True
 
     # -- requests --------------------------------------------------------------------
+    #
+    # Invariant: a request id belongs to the one caller that sent it first; its row says
+    # who (``caller``: '' for the operator, else the agent's id) and what it asked
+    # (``fingerprint``). The service answers anyone else with a conflict.
 
-    def response_for(self, request_id: str) -> str | None:
+    def seen(self, request_id: str) -> Seen | None:
+        """What the journal knows of *request_id* (None: never seen)."""
         row = self._db.execute(
-            "SELECT response FROM requests WHERE request_id = ?", (request_id,)
+            "SELECT caller, fingerprint, response FROM requests WHERE request_id = ?",
+            (request_id,),
         ).fetchone()
-        return None if row is None else row["response"]
+        if row is None:
+            return None
+        caller = Caller(row["caller"]) if row["caller"] else OPERATOR
+        return Seen(caller, row["fingerprint"], row["response"])
 
-    def record_request(self, request_id: str, action: str) -> None:
+    def record_request(
+        self,
+        request_id: str,
+        action: str,
+        *,
+        caller: Caller = OPERATOR,
+        fingerprint: str | None = None,
+    ) -> None:
         self._write(
-            "INSERT OR IGNORE INTO requests (request_id, action, received_at) VALUES (?, ?, ?)",
-            (request_id, action, time.time()),
+            "INSERT OR IGNORE INTO requests (request_id, action, received_at, caller,"
+            " fingerprint) VALUES (?, ?, ?, ?, ?)",
+            (request_id, action, time.time(), caller.key, fingerprint),
         )
 
     def record_response(self, request_id: str, response_json: str) -> None:
@@ -209,13 +252,21 @@ class Journal:
             (response_json, time.time(), request_id),
         )
 
-    def record_answered(self, request_id: str, action: str, response_json: str) -> None:
+    def record_answered(
+        self,
+        request_id: str,
+        action: str,
+        response_json: str,
+        *,
+        caller: Caller = OPERATOR,
+        fingerprint: str | None = None,
+    ) -> None:
         """A request and its answer in one write (for actions that change nothing)."""
         now = time.time()
         self._write(
             """INSERT OR IGNORE INTO requests (request_id, action, received_at, response,
-               answered_at) VALUES (?, ?, ?, ?, ?)""",
-            (request_id, action, now, response_json, now),
+               answered_at, caller, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            (request_id, action, now, response_json, now, caller.key, fingerprint),
         )
 
     # -- agents ----------------------------------------------------------------------
@@ -257,6 +308,17 @@ class Journal:
         row = self._db.execute("SELECT * FROM agents WHERE agent_id = ?", (agent_id,)).fetchone()
         return None if row is None else _agent_row(row)
 
+    def has_agent(self, agent_id: str) -> bool:
+        found = self._db.execute("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,))
+        return found.fetchone() is not None
+
+    def parent_of(self, agent_id: str) -> str | None:
+        """*agent_id*'s parent (None: a top-level agent, or none known)."""
+        row = self._db.execute(
+            "SELECT parent_id FROM agents WHERE agent_id = ?", (agent_id,)
+        ).fetchone()
+        return None if row is None else row[0]
+
     def agents(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM agents ORDER BY rowid").fetchall()
         return [_agent_row(row) for row in rows]
@@ -267,14 +329,14 @@ class Journal:
         ).fetchall()
         return [row[0] for row in rows]
 
-    def answers_since(self, since: float) -> list[tuple[str, str]]:
-        """``(request_id, response)`` of every answer recorded at or after *since*."""
+    def answers_since(self, since: float) -> list[tuple[Caller, str, str]]:
+        """``(caller, request_id, response)`` of every answer recorded at or after *since*."""
         rows = self._db.execute(
-            "SELECT request_id, response FROM requests WHERE response IS NOT NULL"
+            "SELECT caller, request_id, response FROM requests WHERE response IS NOT NULL"
             " AND answered_at >= ? ORDER BY answered_at",
             (since,),
         ).fetchall()
-        return [(row[0], row[1]) for row in rows]
+        return [(Caller(row[0]) if row[0] else OPERATOR, row[1], row[2]) for row in rows]
 
     def live_agents(self) -> list[dict[str, Any]]:
         """Agents a predecessor believed alive, parents before children."""

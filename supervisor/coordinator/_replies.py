@@ -52,6 +52,40 @@ def not_found(request: DeploymentRequest, agent_id: str) -> DeploymentResponse:
     )
 
 
+def subject(request: DeploymentRequest) -> str:
+    """The agent a request is about, for its answer's ``agent_id``."""
+    if request.agent_spec is not None:
+        return request.agent_spec.id
+    return request.target_agent_id or "unknown"
+
+
+def conflict(request: DeploymentRequest) -> DeploymentResponse:
+    """Its id is another caller's, or names another request: never that one's answer."""
+    return reply(
+        request,
+        "failed",
+        subject(request),
+        "Request id already used",
+        error=f"request_id: {request.request_id!r} names another request",
+        code="conflict",
+    )
+
+
+def forbidden(request: DeploymentRequest, why: str) -> DeploymentResponse:
+    return reply(request, "failed", subject(request), "Forbidden", error=why, code="forbidden")
+
+
+def unknown_action(request: DeploymentRequest) -> DeploymentResponse:
+    return reply(
+        request,
+        "failed",
+        subject(request),
+        "Unknown action",
+        error=f"action: {request.action!r} is not an action of this coordinator",
+        code="refused",
+    )
+
+
 def cause(exc: BaseException | str) -> str:
     """What really failed: through start errors (a wrapper's wraps its agent's) and
     exception groups of one."""

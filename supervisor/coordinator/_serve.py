@@ -56,7 +56,6 @@ class Coordinator:
         runners: Mapping[str, Runner] | None = None,
     ) -> None:
         self.service = AgentService(runtime, settings, runners=runners)
-        self.filequeue = FileQueue(self.service)
         self.http: HttpTransport | None = None
         if settings.http is not None:
             try:
@@ -73,6 +72,7 @@ class Coordinator:
 
             check_ray(settings)  # refused at once, with the extra to install, without Ray
             self.service.ray = RayEngine(settings.ray, token=self.service.token)
+        self.filequeue = FileQueue(self.service)  # last: it holds a lock from now on
 
     @property
     def url(self) -> str | None:
@@ -116,6 +116,7 @@ class Coordinator:
                         if service.ray is not None:
                             await anyio.to_thread.run_sync(service.ray.close)
         finally:
+            self.filequeue.close()
             service.close()
 
 
@@ -178,7 +179,8 @@ def home_lock(home: Path) -> Iterator[bool]:
 
     The lock file holds the holder's pid; the lock itself dies with the process.
     """
-    fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    # Never through a link: the holder truncates it to write its pid there.
+    fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -31,12 +30,22 @@ from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse
 
 from . import _nesting, _placed, _record
 from ._agents import AgentHome, agent_child_spec, contained_spec, drop_stopped
+from ._callers import Caller, Forbidden, authorize, fingerprint
 from ._confinement import confinement_summary
 from ._defaults import inherit_from_parent
 from ._housekeeping import prune_request
 from ._journal import Journal, recorded_spec
+from ._once import Answer, answered, prior_answer
 from ._ray import RayEngine, RemoteHandle
-from ._replies import AgentRefused, cause, not_found, reply, wrapper_id
+from ._replies import (
+    AgentRefused,
+    cause,
+    forbidden,
+    not_found,
+    reply,
+    unknown_action,
+    wrapper_id,
+)
 from ._runners import Runner, default_runners
 from ._settings import Settings
 from ._states import AgentState
@@ -44,15 +53,6 @@ from ._usage import UsageCache
 
 #: Actions that change something: recorded before they act, so a crash is found later.
 _MUTATING = frozenset({"deploy_agent", "terminate_agent", "restart_agent"})
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What a transport writes back: the recorded JSON, and whether it was a re-send."""
-
-    body: str
-    response: DeploymentResponse | None  #: None for a duplicate (only its JSON is kept)
-    duplicate: bool = False
 
 
 class AgentService:
@@ -117,33 +117,44 @@ class AgentService:
 
     # -- one request, exactly once ---------------------------------------------------
 
-    async def handle(self, request: DeploymentRequest) -> Answer:
-        """Answer *request*, recording the answer before any transport shows it."""
-        recorded = self.journal.response_for(request.request_id)
-        if recorded is not None:  # seen before: the same answer again, never a re-run
-            self.rt.events.emit("duplicate_request", request_id=request.request_id)
-            return Answer(recorded, None, duplicate=True)
-        mutating = request.action in _MUTATING
-        if mutating:  # recorded before it acts: a crash mid-deploy is found on restart
-            self.journal.record_request(request.request_id, request.action)
+    async def handle(self, request: DeploymentRequest, caller: Caller) -> Answer:
+        """Answer *request* from *caller* (where it arrived: see ``_callers``), recording
+        the answer before any transport shows it, exactly once per caller (``_once``)."""
+        digest = fingerprint(request)
+        earlier = prior_answer(self.journal, self.rt.events, request, caller, digest)
+        if earlier is not None:
+            return earlier
         self.rt.events.emit(
             "request_received",
             request_id=request.request_id,
             action=request.action,
+            caller=caller.agent_id,
             parent_agent=request.parent_agent,
             target_agent_id=request.target_agent_id
             or (request.agent_spec.id if request.agent_spec else None),
         )
+        try:
+            self.authorize(caller, request)
+        except Forbidden as exc:
+            return answered(self.journal, request, caller, digest, forbidden(request, str(exc)))
+        mutating = request.action in _MUTATING
+        if mutating:  # recorded before it acts: a crash mid-deploy is found on restart
+            self.journal.record_request(
+                request.request_id, request.action, caller=caller, fingerprint=digest
+            )
         response = await self.execute(request)
+        if not mutating:
+            return answered(self.journal, request, caller, digest, response)
         body = response.model_dump_json(indent=2)
-        if mutating:
-            self.journal.record_response(request.request_id, body)
-            # Issue 10, item 12: a change is durable before its answer appears (one fsync
-            # for every answer of this wake-up: group commit).
-            await self.journal.sync()
-        else:
-            self.journal.record_answered(request.request_id, request.action, body)
+        self.journal.record_response(request.request_id, body)
+        # Issue 10, item 12: a change is durable before its answer appears (one fsync for
+        # every answer of this wake-up: group commit).
+        await self.journal.sync()
         return Answer(body, response)
+
+    def authorize(self, caller: Caller, request: DeploymentRequest) -> None:
+        """Raise :class:`Forbidden` unless *caller* may make *request* (see ``_callers``)."""
+        authorize(caller, request, parent_of=self.journal.parent_of, live=self.live)
 
     async def execute(self, request: DeploymentRequest) -> DeploymentResponse:
         """Carry out *request* (no journal of the request itself: see :meth:`handle`)."""
@@ -158,14 +169,16 @@ class AgentService:
             if request.action == "restart_agent":
                 async with self._deploys:
                     return await self.restart(request)
+            if request.action == "list_agents":
+                return self.list(request)
             if request.action == "prune":  # housekeeping on demand (``ziggie prune``)
                 return await prune_request(self.settings, request)
-            return self.list(request)
         except Exception as exc:  # a bug must still produce an answer, and be logged
             self.rt.events.emit("request_crashed", request_id=request.request_id, error=repr(exc))
             return reply(
                 request, "failed", "unknown", "Internal error", error=describe(exc), code="internal"
             )
+        return unknown_action(request)
 
     # -- actions ---------------------------------------------------------------------
 

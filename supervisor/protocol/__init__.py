@@ -5,7 +5,7 @@ id rules (from their module, not the package face, which re-exports this package
 """
 
 from ._definition import definition_text, read_definition
-from ._dirwatch import RESCAN, Watcher, watch_directory
+from ._dirwatch import ALL, RESCAN, DirectoryWatcher, Watcher, watch_directories, watch_directory
 from ._fileio import write_atomic
 from ._lock import coordinator_serves
 from ._queue import (
@@ -40,6 +40,7 @@ from ._schemas import (
 )
 
 __all__ = [
+    "ALL",
     "ARCHIVE",
     "DIRECTORIES",
     "ERROR_SUFFIX",
@@ -57,6 +58,7 @@ __all__ = [
     "AgentSpec",
     "DeploymentRequest",
     "DeploymentResponse",
+    "DirectoryWatcher",
     "ErrorCode",
     "Level",
     "Limits",
@@ -71,6 +73,7 @@ __all__ = [
     "request_name",
     "response_name",
     "validation_summary",
+    "watch_directories",
     "watch_directory",
     "write_atomic",
 ]

@@ -24,8 +24,9 @@ from starlette.types import ASGIApp
 from supervisor import __version__
 from supervisor.protocol import DeploymentRequest, DeploymentResponse
 
+from .._callers import Caller, Forbidden
 from .._service import AgentService
-from ._auth import Principal, Tokens
+from ._auth import Tokens
 from ._gate import ApiError, Gate, Methods, not_found, problem
 from ._metrics import CONTENT_TYPE, Metrics
 from ._models import DeployBody
@@ -38,6 +39,7 @@ _STATUS_OF_CODE: Final = {
     "not_found": 404,
     "not_running": 409,
     "conflict": 409,
+    "forbidden": 403,
     "refused": 422,
     "start_failed": 422,
     "internal": 500,
@@ -88,63 +90,25 @@ class Api:
         self.metrics = metrics
         self.openapi = json.dumps(openapi_document()).encode()
 
-    # -- authorization ---------------------------------------------------------------
+    # -- authorization (the rules are the service's: see ``_callers``) -----------------
 
-    def in_subtree(self, root: str, agent_id: str) -> bool:
-        """True if *agent_id* is *root* or one of its descendants (by the journal)."""
-        seen = 0
-        current: str | None = agent_id
-        while current is not None and seen < 64:
-            if current == root:
-                return True
-            row = self.service.journal.agent(current)
-            current = None if row is None else row["parent_id"]
-            seen += 1
-        return False
+    def authorize(self, who: Caller, request: DeploymentRequest) -> None:
+        """Refuse with 403 what *who* may not ask (the file queue asks the same rule)."""
+        try:
+            self.service.authorize(who, request)
+        except Forbidden as exc:
+            raise ApiError(403, "Forbidden", str(exc), exc.field) from None
 
-    def _live(self, who: Principal) -> None:
-        # An agent's token dies with its agent: only a live agent may act.
-        assert who.agent_id is not None
-        if not self.service.live(who.agent_id):
-            raise ApiError(403, "Forbidden", f"agent {who.agent_id!r} is not running")
-
-    def authorize(self, who: Principal, request: DeploymentRequest) -> None:
-        """Refuse what an agent's token may not do (the operator may do anything)."""
-        if who.operator:
-            return
-        assert who.agent_id is not None
-        self._live(who)
-        if request.action == "deploy_agent":
-            if not self.in_subtree(who.agent_id, request.parent_agent):
-                raise ApiError(
-                    403,
-                    "Forbidden",
-                    f"agent {who.agent_id!r} may deploy only under itself or its descendants",
-                    "parent_agent",
-                )
-        elif request.action == "list_agents":
-            raise ApiError(403, "Forbidden", "listing all agents needs the operator token")
-        else:
-            target = request.target_agent_id
-            assert target is not None
-            if not self.in_subtree(who.agent_id, target):
-                raise ApiError(
-                    403,
-                    "Forbidden",
-                    f"agent {who.agent_id!r} may act only on itself and its descendants",
-                    "target_agent_id",
-                )
-
-    def operator_only(self, who: Principal) -> None:
+    def operator_only(self, who: Caller) -> None:
         if not who.operator:
             raise ApiError(403, "Forbidden", "this route needs the operator token")
 
     # -- helpers ---------------------------------------------------------------------
 
     @staticmethod
-    def who(request: Request) -> Principal:
-        principal: Principal = request.scope["ziggie.principal"]
-        return principal
+    def who(request: Request) -> Caller:
+        caller: Caller = request.scope["ziggie.principal"]
+        return caller
 
     @staticmethod
     async def json_body(request: Request) -> Any:
@@ -154,7 +118,7 @@ class Api:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, "Malformed JSON", str(exc)) from exc
 
-    def target(self, who: Principal, action: str, agent_id: str) -> DeploymentRequest:
+    def target(self, who: Caller, action: str, agent_id: str) -> DeploymentRequest:
         try:
             request = DeploymentRequest(
                 parent_agent=who.agent_id or "api",
@@ -177,8 +141,9 @@ class Api:
             wire = DeploymentRequest.model_validate(data)
         except ValidationError as exc:
             return _validation_problem(exc)
-        self.authorize(self.who(request), wire)
-        answer = await self.service.handle(wire)
+        who = self.who(request)
+        self.authorize(who, wire)
+        answer = await self.service.handle(wire, who)
         return Response(answer.body, 200, media_type=JSON)
 
     async def post_agent(self, request: Request) -> Response:
@@ -197,13 +162,13 @@ class Api:
         except ValidationError as exc:
             return _validation_problem(exc)
         self.authorize(who, wire)
-        answer = await self.service.handle(wire)
+        answer = await self.service.handle(wire, who)
         response = answer.response or DeploymentResponse.model_validate_json(answer.body)
         return _answer(response, 201, answer.body)
 
     async def list_agents(self, request: Request) -> Response:
-        self.operator_only(self.who(request))
         wire = DeploymentRequest(parent_agent="api", action="list_agents")
+        self.authorize(self.who(request), wire)
         return _answer(self.service.list(wire))
 
     async def get_agent(self, request: Request) -> Response:
@@ -211,14 +176,16 @@ class Api:
         return _answer(self.service.status(wire))
 
     async def delete_agent(self, request: Request) -> Response:
-        wire = self.target(self.who(request), "terminate_agent", request.path_params["agent_id"])
-        answer = await self.service.handle(wire)
+        who = self.who(request)
+        wire = self.target(who, "terminate_agent", request.path_params["agent_id"])
+        answer = await self.service.handle(wire, who)
         response = answer.response or DeploymentResponse.model_validate_json(answer.body)
         return _answer(response, 200, answer.body)
 
     async def restart_agent(self, request: Request) -> Response:
-        wire = self.target(self.who(request), "restart_agent", request.path_params["agent_id"])
-        answer = await self.service.handle(wire)
+        who = self.who(request)
+        wire = self.target(who, "restart_agent", request.path_params["agent_id"])
+        answer = await self.service.handle(wire, who)
         response = answer.response or DeploymentResponse.model_validate_json(answer.body)
         return _answer(response, 200, answer.body)
 

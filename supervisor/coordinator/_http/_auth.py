@@ -13,25 +13,14 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from supervisor.protocol import write_atomic
+
+from .._callers import OPERATOR, Caller
+
 TOKEN_FILE: Final = "api-token"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The caller: ``agent_id`` is None for the operator."""
-
-    agent_id: str | None = None
-
-    @property
-    def operator(self) -> bool:
-        return self.agent_id is None
-
-
-OPERATOR: Final = Principal()
 
 
 def _digest(token: str) -> bytes:
@@ -56,12 +45,13 @@ def load_operator_token(home: Path, given: str | None = None) -> str:
     else:
         token = secrets.token_urlsafe(32)
     if token != stored:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        write_atomic(path, token + "\n")  # a new file (0600): never through a planted link
+    else:  # an older home's file may be wider: repaired through the file itself
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            os.write(fd, (token + "\n").encode())
+            os.fchmod(fd, 0o600)
         finally:
             os.close(fd)
-    os.chmod(path, 0o600)
     return token
 
 
@@ -89,8 +79,8 @@ class Tokens:
         if digest is not None:
             self._agents.pop(digest, None)
 
-    def who(self, authorization: str | None) -> Principal | None:
-        """The principal of an ``Authorization: Bearer <token>`` header, or None."""
+    def who(self, authorization: str | None) -> Caller | None:
+        """The caller of an ``Authorization: Bearer <token>`` header, or None."""
         if not authorization:
             return None
         scheme, _, token = authorization.partition(" ")
@@ -100,4 +90,4 @@ class Tokens:
         if hmac.compare_digest(token.encode("utf-8", "surrogateescape"), self._operator):
             return OPERATOR
         agent_id = self._agents.get(_digest(token))
-        return None if agent_id is None else Principal(agent_id)
+        return None if agent_id is None else Caller(agent_id)
