@@ -15,9 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from actors import marked_processes
-
 from .browser import browser_fixture  # noqa: F401  (the `browser` fixture)
+from .helpers import marked
 from .http_helpers import served, spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -48,7 +47,8 @@ def _row(page: Any, agent_id: str) -> Any:
 
 
 def _live(ids: list[str]) -> list[int]:
-    return [p.pid for p in marked_processes() if p.agent_id in ids]
+    # This run's agents only: another session's test run may have agents of these ids.
+    return [pid for pids in marked(ids).values() for pid in pids]
 
 
 def test_the_tree_shows_a_live_process_tree_and_its_restarts(
