@@ -51,6 +51,15 @@ def child(agent_id: str, work: Path, level: str = "L3", **extra: Any) -> dict[st
     return agent_spec(agent_id, work, level=level, **extra)
 
 
+def trusted(agent_id: str, work: Path, **extra: Any) -> dict[str, Any]:
+    """A spec that may read the test agents' scripts and use *work* (they are confined)."""
+    data = agent_spec(agent_id, work, **extra)
+    data["context"]["permissions"].update(
+        read=[f"{FORGE.parent}/**", f"{work}/**"], write=[f"{work}/**"]
+    )
+    return data
+
+
 def _lines(out: Path) -> list[dict[str, Any]]:
     if not out.exists():
         return []
@@ -65,14 +74,14 @@ async def hostile_tree(
     Returns the operator's client and mallory's answers by request (file) id.
     """
     operator = AgentDeploymentClient(home / "agent-queue")
-    boss = AgentSpec.model_validate(agent_spec("boss", work, timeout_seconds=120))
+    boss = AgentSpec.model_validate(trusted("boss", work, timeout_seconds=120))
     assert (await operator.deploy_agent(boss)).status == "deployed"
     sibling = AgentSpec.model_validate(child("sibling", work, level="L2"))
     assert (await operator.deploy_agent(sibling, parent_agent="boss")).status == "deployed"
     plan_file, out = work / "plan.json", work / "out.jsonl"
     plan_file.write_text(json.dumps(plan))
     mallory = AgentSpec.model_validate(
-        child(
+        trusted(
             "mallory",
             work,
             level="L2",

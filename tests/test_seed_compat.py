@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -132,15 +133,25 @@ def test_seed_client_inside_an_agent_uses_its_own_queue(seed: ModuleType, tmp_pa
     work.mkdir()
     out = work / "answers.json"
     script = Path(__file__).parent / "agents" / "seed_inside.py"
+    lib = tmp_path / "seedlib"  # the seed's package where the agent may read it
+    shutil.copytree(tmp_path / "seedpkg", lib / "seedpkg")
     boss = {
         "id": "seed-boss",
         "level": "L1",
         "name": "Seed Boss",
         "role": "lead",
         "task": "deploy a child with the seed's client",
-        "context": {"working_directory": str(work)},
+        # It is confined: it may read the seed's package and its own script, and write
+        # its answers; its child gets nothing of that (never wider).
+        "context": {
+            "working_directory": str(work),
+            "permissions": {
+                "read": [f"{lib}/**", f"{script.parent}/**"],
+                "write": [f"{work}/**"],
+            },
+        },
         "timeout_seconds": 60,
-        "command": [sys.executable, str(script), str(tmp_path), str(out)],
+        "command": [sys.executable, str(script), str(lib), str(out)],
     }
     with serve_process(home), SyncAgentDeploymentClient(home / "agent-queue") as operator:
         spec = importlib.import_module("supervisor").AgentSpec.model_validate(boss)
