@@ -36,7 +36,7 @@ from .queue_helpers import (
     serve_process,
     status_request,
 )
-from .waiting import event_waits, until_files, until_files_sync
+from .waiting import event_waits, until_files, until_files_sync, until_text
 
 pytestmark = pytest.mark.anyio
 
@@ -500,6 +500,8 @@ async def test_prune_needs_the_operator_and_never_crashes(tmp_path: Path) -> Non
     async with api(tmp_path) as a:
         r = await a.client.post("/v1/agents", json={"agent_spec": http_spec("t1", tmp_path)})
         assert r.status_code == 201, r.text
+        # Running its own program (past the exec shim) once it says so.
+        await until_text(Path(r.json()["output_log"]), lambda text: "agent_started" in text)
         token = _token_of("t1")
         import httpx
 

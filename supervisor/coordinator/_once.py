@@ -15,7 +15,7 @@ from supervisor.protocol import DeploymentRequest, DeploymentResponse
 
 from ._callers import Caller
 from ._journal import Journal
-from ._replies import conflict
+from ._replies import conflict, forbidden
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +61,23 @@ def answered(
         request.request_id, request.action, body, caller=caller, fingerprint=digest
     )
     return Answer(body, response)
+
+
+def received(events: EventLog, request: DeploymentRequest, caller: Caller) -> None:
+    """The event of a request about to be carried out, and who asked."""
+    events.emit(
+        "request_received",
+        request_id=request.request_id,
+        action=request.action,
+        caller=caller.agent_id,
+        parent_agent=request.parent_agent,
+        target_agent_id=request.target_agent_id
+        or (request.agent_spec.id if request.agent_spec else None),
+    )
+
+
+def refused(
+    journal: Journal, request: DeploymentRequest, caller: Caller, digest: str, why: str
+) -> Answer:
+    """*caller* may not make *request*: ``forbidden``, recorded as its answer."""
+    return answered(journal, request, caller, digest, forbidden(request, why))

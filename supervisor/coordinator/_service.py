@@ -35,17 +35,9 @@ from ._confinement import confinement_summary
 from ._defaults import inherit_from_parent
 from ._housekeeping import prune_request
 from ._journal import Journal, recorded_spec
-from ._once import Answer, answered, prior_answer
+from ._once import Answer, answered, prior_answer, received, refused
 from ._ray import RayEngine, RemoteHandle
-from ._replies import (
-    AgentRefused,
-    cause,
-    forbidden,
-    not_found,
-    reply,
-    unknown_action,
-    wrapper_id,
-)
+from ._replies import AgentRefused, cause, not_found, reply, unknown_action, wrapper_id
 from ._runners import Runner, default_runners
 from ._settings import Settings
 from ._states import AgentState
@@ -124,19 +116,11 @@ class AgentService:
         earlier = prior_answer(self.journal, self.rt.events, request, caller, digest)
         if earlier is not None:
             return earlier
-        self.rt.events.emit(
-            "request_received",
-            request_id=request.request_id,
-            action=request.action,
-            caller=caller.agent_id,
-            parent_agent=request.parent_agent,
-            target_agent_id=request.target_agent_id
-            or (request.agent_spec.id if request.agent_spec else None),
-        )
+        received(self.rt.events, request, caller)
         try:
             self.authorize(caller, request)
         except Forbidden as exc:
-            return answered(self.journal, request, caller, digest, forbidden(request, str(exc)))
+            return refused(self.journal, request, caller, digest, str(exc))
         mutating = request.action in _MUTATING
         if mutating:  # recorded before it acts: a crash mid-deploy is found on restart
             self.journal.record_request(
