@@ -138,7 +138,8 @@ async def test_rules_refuse_with_the_field_named(tmp_path: Path, work: Path) -> 
         assert "permissions.read" in await refused(read=["/etc/**"])
         assert "permissions.write" in await refused(write=[f"{work}/**", "/tmp/**"])
         assert "permissions.execute" in await refused(execute=["python", "docker"])
-        assert "permissions.execute: []" in await refused(execute=[])
+        # its own program counts: one the parent may not run is refused
+        assert "not executable by the parent" in await refused(command=["sleep", "5"])
         assert (await refused(timeout_seconds=120)).startswith("timeout_seconds: 120 exceeds")
         # a valid child is accepted, an L3 under it, and the L3 may have no children
         ok = spec("kid", work, "L2", timeout_seconds=10)
