@@ -129,8 +129,12 @@ async def test_an_agent_deploys_only_under_itself(tmp_path: Path, work: Path) ->
         seen: list[dict[str, Any]] = []
         with rt.events.listen(lambda n, f: seen.append(f) if n == "request_received" else None):
             operator, answers = await hostile_tree(home, work, plan)
-        for refused in ("under-sibling", "top-Ziggie", "top-api", "top-cli"):
-            assert code(answers, refused) == "forbidden", answers[refused]
+        assert code(answers, "under-sibling") == "forbidden", answers["under-sibling"]
+        # An agent has no top level: "Ziggie" (what the seed's client sends) means under
+        # itself, where an L1 is refused by the level rule; never a top-level agent.
+        for top in ("top-Ziggie", "top-api", "top-cli"):
+            assert code(answers, top) == "refused", answers[top]
+            assert "level: a child of 'mallory'" in answers[top]["answer"]["error"]
         for never in ("intruder", "squatter"):
             assert coord.service.journal.agent(never) is None
         assert not marked(["intruder", "squatter"])

@@ -132,6 +132,24 @@ def authorize(
         )
 
 
+#: The seed's names for "no agent" as a parent: what a client sends to deploy at the top
+#: (the seed's client says "Ziggie", our HTTP API "api", the CLI "cli").
+TOP_LEVEL_PARENTS: Final = frozenset({"Ziggie", "api", "cli"})
+
+
+def attributed(caller: Caller, request: DeploymentRequest) -> DeploymentRequest:
+    """*request* as *caller* can mean it: an agent has no top level, so its deploy naming
+    no agent as parent (the seed's client, unchanged inside an agent, says "Ziggie") is a
+    deploy under the agent itself."""
+    if (
+        caller.agent_id is not None
+        and request.action == "deploy_agent"
+        and request.parent_agent in TOP_LEVEL_PARENTS
+    ):
+        return request.model_copy(update={"parent_agent": caller.agent_id})
+    return request
+
+
 def fingerprint(request: DeploymentRequest) -> str:
     """What *request* asks, as a digest (its id, stamp and version left out): a request
     id names one request of one caller, and a replay must ask the same."""

@@ -30,7 +30,7 @@ from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse
 
 from . import _nesting, _placed, _record
 from ._agents import AgentHome, agent_child_spec, contained_spec, drop_stopped
-from ._callers import Caller, Forbidden, authorize, fingerprint
+from ._callers import Caller, Forbidden, attributed, authorize, fingerprint
 from ._confinement import confinement_summary
 from ._defaults import inherit_from_parent
 from ._housekeeping import prune_request
@@ -117,6 +117,7 @@ class AgentService:
         if earlier is not None:
             return earlier
         received(self.rt.events, request, caller)
+        request = attributed(caller, request)
         try:
             self.authorize(caller, request)
         except Forbidden as exc:
