@@ -38,6 +38,8 @@ AGENTS = Path(__file__).with_name("agents")
 ESCAPE = AGENTS / "escape.py"
 #: How a denial reads: Landlock's EACCES, a scope's EPERM, a refused link's EXDEV.
 DENIALS = ("Permission denied", "Operation not permitted", "Invalid cross-device link")
+#: How a refused request reads (its code): not its caller's to make, or wider than allowed.
+REFUSALS = ("forbidden: ", "refused: ")
 
 
 def need_landlock() -> None:
@@ -152,32 +154,42 @@ async def test_the_escape_corpus_is_denied_at_every_level(
                 "port_closed": port_closed,
                 "abstract": abstract,
             }
-            argv = [sys.executable, str(ESCAPE), json.dumps(targets)]
-            parent = "Ziggie"
-            results = {}
-            for agent_id, level in (("l1", "L1"), ("l2", "L2"), ("l3", "L3")):
-                answer = await client.deploy_agent(
-                    spec(
-                        agent_id,
-                        level,
-                        tmp_path,
-                        argv,
-                        timeout_seconds=120,
-                        context={"working_directory": str(rw), "permissions": permissions},
-                    ),
-                    parent_agent=parent,
+            # The L1 is deployed by the operator; it deploys the L2 through its own
+            # queue, which deploys the L3 through its own.
+            template = {
+                "context": {"working_directory": str(rw), "permissions": permissions},
+                "timeout_seconds": 100,
+            }
+            targets["spec"] = template
+            targets["next"] = [["l2", "L2"], ["l3", "L3"]]
+            answer = await client.deploy_agent(
+                spec(
+                    "l1",
+                    "L1",
+                    tmp_path,
+                    [sys.executable, str(ESCAPE), json.dumps(targets)],
+                    timeout_seconds=120,
+                    context=template["context"],
                 )
-                assert answer.status == "deployed", answer.error
-                results[agent_id] = await _probe_results(home, agent_id)
-                parent = agent_id
+            )
+            assert answer.status == "deployed", answer.error
+            results = {a: await _probe_results(home, a) for a in ("l1", "l2", "l3")}
+            assert results["l1"]["probes"]["deploy its child through its queue"] == "allowed"
+            assert results["l2"]["probes"]["deploy its child through its queue"] == "allowed"
+            l3 = await client.check_agent_status("l3")
+            assert l3.agent is not None
+            assert l3.agent["parent_id"] == "l2"
             for agent_id, result in results.items():
                 probes = result["probes"]
                 for name in ATTACKS:
                     assert probes[name].startswith("denied: "), (agent_id, name, probes[name])
-                    assert probes[name].removeprefix("denied: ") in DENIALS, (agent_id, name)
+                    reason = probes[name].removeprefix("denied: ")
+                    assert reason in DENIALS or reason.startswith(REFUSALS), (agent_id, name)
                 for name in ALLOWED:
                     assert probes[name] == "allowed", (agent_id, name, probes[name])
-                assert set(probes) == set(ATTACKS) | set(ALLOWED)
+                assert set(probes) - {"deploy its child through its queue"} == set(ATTACKS) | set(
+                    ALLOWED
+                )
                 assert psutil.pid_exists(result["escapee"])
             terminated = await client.terminate_agent("l1")
             assert terminated.status == "terminated"
@@ -217,6 +229,10 @@ ATTACKS = [
     "connect to the coordinator's abstract socket",
     "use a capability (chown to another user)",
     "bind a port",
+    "deploy under a sibling",
+    "terminate a sibling",
+    "list every agent",
+    "deploy a child wider than itself",
 ]
 ALLOWED = [
     "read a listed file",
@@ -229,6 +245,7 @@ ALLOWED = [
     "read its own /proc",
     "signal its own child",
     "connect to a listed port",
+    "status of itself through its queue",
 ]
 
 

@@ -4,6 +4,10 @@ Each probe is one attack (or one thing it must still be able to do). It prints o
 ``{"probes": {name: "allowed" | "denied: <error>"}, "escapee": pid}`` and then waits to
 be stopped. The escapee is a grandchild that left its session (``setsid``, a double
 fork) and exec'd with an empty environment: it must not survive the agent's stop.
+
+Requests go through the agent's own queue (``ZIGGIE_HOME``), forged as an attacker would
+write them; the last probe deploys the next level (``TARGETS["next"]``), itself this
+program, through that queue.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 T = json.loads(sys.argv[1])
 me = os.environ["ZIGGIE_AGENT_ID"]
@@ -56,6 +61,42 @@ def chown_to_another_user() -> None:
     target = rw / f"mine-{me}"
     target.write_text("x")
     os.chown(target, 1, 1)
+
+
+def ask(call: Callable[[Any], Any]) -> None:
+    """A request through the agent's own queue; a refusal is a denial, as an errno is."""
+    from supervisor import SyncAgentDeploymentClient
+
+    with SyncAgentDeploymentClient() as client:
+        answer = call(client)
+    if answer.code is not None:
+        raise PermissionError(0, f"{answer.code}: {answer.error}")
+
+
+def child_spec(agent_id: str, level: str, **changes: Any) -> Any:
+    from supervisor import AgentSpec
+
+    data = {
+        **T["spec"],
+        "id": agent_id,
+        "level": level,
+        "name": agent_id,
+        "role": "prober",
+        "task": "try to escape",
+        "command": [sys.executable, __file__, json.dumps({**T, "next": T["next"][1:]})],
+    }
+    data.update(changes)
+    return AgentSpec.model_validate(data)
+
+
+def wider_permissions() -> dict[str, Any]:
+    perms = dict(T["spec"]["context"]["permissions"])
+    perms["read"] = [*perms["read"], "/etc/**"]
+    return {**T["spec"]["context"], "permissions": perms}
+
+
+#: The level a child of this agent has (an L3's would-be child is refused by level).
+NEXT_LEVEL = T["next"][0][1] if T["next"] else "L3"
 
 
 def bind() -> None:
@@ -127,6 +168,18 @@ ATTACKS: dict[str, Callable[[], object]] = {
     "connect to the coordinator's abstract socket": lambda: connect_abstract(T["abstract"]),
     "use a capability (chown to another user)": chown_to_another_user,
     "bind a port": bind,
+    "deploy under a sibling": lambda: ask(
+        lambda c: c.deploy_agent(child_spec("intruder", "L2"), parent_agent="victim")
+    ),
+    "terminate a sibling": lambda: ask(lambda c: c.terminate_agent("victim")),
+    "list every agent": lambda: ask(lambda c: c.list_agents()),
+    "deploy a child wider than itself": lambda: ask(
+        lambda c: c.deploy_agent(
+            child_spec(
+                f"wide-{me}", T["next"][0][1] if T["next"] else "L3", context=wider_permissions()
+            )
+        )
+    ),
 }
 ALLOWED: dict[str, Callable[[], object]] = {
     "read a listed file": lambda: (ro / "data.txt").read_text(),
@@ -142,6 +195,7 @@ ALLOWED: dict[str, Callable[[], object]] = {
     "read its own /proc": lambda: Path("/proc/self/status").read_text(),
     "signal its own child": own_child_signalled,
     "connect to a listed port": lambda: connect(T["port_open"]),
+    "status of itself through its queue": lambda: ask(lambda c: c.check_agent_status(me)),
 }
 
 
@@ -150,6 +204,8 @@ def attempt(probe: Callable[[], object]) -> str:
         probe()
     except OSError as exc:
         return f"denied: {exc.strerror or exc}"
+    except Exception as exc:  # a probe that broke is neither allowed nor denied
+        return f"error: {exc!r}"
     return "allowed"
 
 
@@ -169,6 +225,11 @@ def escapee() -> int:
 
 
 results = {name: attempt(probe) for name, probe in {**ATTACKS, **ALLOWED}.items()}
+if T["next"]:  # the next level, deployed by this agent through its own queue
+    agent_id, level = T["next"][0]
+    results["deploy its child through its queue"] = attempt(
+        lambda: ask(lambda c: c.deploy_agent(child_spec(agent_id, level)))
+    )
 print(json.dumps({"probes": results, "escapee": escapee()}), flush=True)
 while True:
     time.sleep(3600)
