@@ -13,11 +13,55 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any, Final, TextIO
 
 import structlog
 
 Listener = Callable[[str, dict[str, Any]], None]
+
+#: The longest string an event field keeps, in characters; the rest is cut with a marker.
+MAX_FIELD_CHARS: Final = 2048
+#: The most items a list (or tuple) in an event keeps; the rest is cut with a marker.
+MAX_FIELD_ITEMS: Final = 256
+_MAX_DEPTH: Final = 4
+
+
+def cap_field(value: Any, depth: int = 0) -> Any:
+    """*value* bounded for an event: long strings and long lists cut, with a marker.
+
+    Events repeat what they are given (an agent's name is on every event of it), and go
+    to the log, the journal's event table and every subscriber: one large input must not
+    become many large lines.
+    """
+    if isinstance(value, str):
+        if len(value) <= MAX_FIELD_CHARS:
+            return value
+        return f"{value[:MAX_FIELD_CHARS]}…[cut {len(value) - MAX_FIELD_CHARS} characters]"
+    if depth >= _MAX_DEPTH:
+        return value if isinstance(value, int | float | bool | None) else "…[too deep]"
+    if isinstance(value, list | tuple):
+        kept = [cap_field(v, depth + 1) for v in value[:MAX_FIELD_ITEMS]]
+        if len(value) > MAX_FIELD_ITEMS:
+            kept.append(f"…[cut {len(value) - MAX_FIELD_ITEMS} items]")
+        return kept
+    if isinstance(value, dict):
+        items = list(value.items())
+        capped = {k: cap_field(v, depth + 1) for k, v in items[:MAX_FIELD_ITEMS]}
+        if len(items) > MAX_FIELD_ITEMS:
+            capped["…"] = f"cut {len(items) - MAX_FIELD_ITEMS} items"
+        return capped
+    return value
+
+
+def _bounded(fields: dict[str, Any]) -> dict[str, Any]:
+    # The common case (short strings, numbers) costs one pass and no copy.
+    for value in fields.values():
+        if not (
+            isinstance(value, int | float | None)
+            or (isinstance(value, str) and len(value) <= MAX_FIELD_CHARS)
+        ):
+            return {k: cap_field(v) for k, v in fields.items()}
+    return fields
 
 
 class EventLog:
@@ -48,7 +92,12 @@ class EventLog:
         self.active = value or bool(self._listeners)
 
     def emit(self, event: str, **fields: Any) -> None:
-        """Send *event* to every listener, then to the logger; never raises an Exception."""
+        """Send *event* to every listener, then to the logger; never raises an Exception.
+
+        Every field is bounded first (:func:`cap_field`): a long string or list is cut,
+        with a marker saying how much.
+        """
+        fields = _bounded(fields)
         for listener in tuple(self._listeners):
             try:
                 listener(event, fields)

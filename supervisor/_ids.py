@@ -17,8 +17,10 @@ ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 def validate_id(value: str, what: str = "id") -> str:
     """Return *value* if it is a safe id, else raise ``ValueError`` saying why."""
     if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
+        # The refusal never echoes more than a prefix: a megabyte "id" stays out of logs.
+        shown = value if not isinstance(value, str) or len(value) <= 64 else value[:64] + "…"
         raise ValueError(
-            f"invalid {what} {value!r}: must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}} "
+            f"invalid {what} {shown!r}: must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}} "
             "(letters, digits, '.', '_', '-'; no path separators)"
         )
     return value

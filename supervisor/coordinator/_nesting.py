@@ -31,6 +31,30 @@ if TYPE_CHECKING:
 _NEXT = {"L1": "L2", "L2": "L3"}
 
 
+class IdOwned(AgentRefused):
+    """The id is known under another parent: answered ``conflict``, never re-parented."""
+
+
+def check_owner(service: AgentService, agent_id: str, parent_id: str | None) -> None:
+    """Refuse to move a known id (a journal row, running or finished) to another parent.
+
+    An id's records (its spec and environment, its logs) are readable by its parent's
+    subtree: adopting a finished agent's id would hand them to the new parent. A
+    top-level deploy (the operator's) may reuse any finished id; an agent may reuse only
+    an id that was already its own child's.
+    """
+    if parent_id is None:
+        return
+    row = service.journal.agent(agent_id)
+    if row is None or row["parent_id"] == parent_id:
+        return
+    owner = f"{row['parent_id']!r}'s" if row["parent_id"] else "a top-level (the operator's)"
+    raise IdOwned(
+        f"id: {agent_id!r} is {owner} agent; a known id is never moved to another parent"
+        " (choose another id)"
+    )
+
+
 def check_patterns(spec: AgentSpec) -> None:
     """Refuse permission patterns with a ``..`` segment."""
     perms = spec.context.permissions

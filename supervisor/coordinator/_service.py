@@ -185,8 +185,9 @@ class AgentService:
             try:
                 supervisor, child = self._prepare(spec, request.parent_agent, request.request_id)
             except (AgentRefused, ValueError) as exc:
+                code = "conflict" if isinstance(exc, _nesting.IdOwned) else "refused"
                 return reply(
-                    request, "failed", spec.id, "Deployment refused", error=str(exc), code="refused"
+                    request, "failed", spec.id, "Deployment refused", error=str(exc), code=code
                 )
             try:
                 if isinstance(supervisor, RemoteHandle):  # a child of a placed agent
@@ -359,6 +360,7 @@ class AgentService:
         """Check *spec* under its parent, write its definition, record it in the journal
         (the child spec is None under a placed agent: its host builds and checks it)."""
         supervisor, parent_id = _nesting.placement(self, parent_agent, spec)
+        _nesting.check_owner(self, spec.id, parent_id)
         child: ChildSpec | None = None
         if isinstance(supervisor, RemoteHandle):
             pass  # its host builds and checks the child spec

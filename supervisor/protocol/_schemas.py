@@ -312,7 +312,9 @@ class DeploymentRequest(_Model):
     version: str = Field(default=PROTOCOL_VERSION, description="Protocol version")
     request_id: SafeId = Field(default_factory=new_id)
     timestamp: Timestamp = Field(default_factory=utc_now)
-    parent_agent: str = Field(description="Parent agent name")
+    # An id like any other (the seed's top-level names "Ziggie", "api", "cli" are ids):
+    # it is written into events and the journal, so it may not be free text.
+    parent_agent: SafeId = Field(description="Parent agent id, or a top-level name (Ziggie)")
     action: Action
     agent_spec: AgentSpec | None = None
     target_agent_id: SafeId | None = None
