@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Final
 
 from ._schemas import AgentSpec
 
 
+#: Characters some reader takes for a line break (str.splitlines, YAML 1.1), escaped in the
+#: front matter so each value stays on its own line whoever reads it.
+_BREAKS: Final = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
+
+
 def _q(value: object) -> str:
-    # JSON scalars are valid YAML flow scalars: a newline in a name stays inside its quotes.
-    return json.dumps(value, ensure_ascii=False)
+    # JSON scalars are valid YAML flow scalars: a newline in a name stays inside its quotes
+    # (json escapes the C0 controls; U+0085, U+2028 and U+2029 are escaped here).
+    return json.dumps(value, ensure_ascii=False).translate(_BREAKS)
 
 
 def definition_text(spec: AgentSpec, parent_id: str | None) -> str:
@@ -67,7 +74,8 @@ def definition_text(spec: AgentSpec, parent_id: str | None) -> str:
 def read_definition(path: Path) -> dict[str, object]:
     """Parse the front matter written by :func:`definition_text`."""
     values: dict[str, object] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # Only "\n" ends a line here: the values may hold anything else (they are JSON).
+    lines = path.read_text(encoding="utf-8").split("\n")
     if not lines or lines[0] != "---":
         raise ValueError(f"{path}: no front matter")
     for line in lines[1:]:
