@@ -1,0 +1,110 @@
+"""What events keep is bounded in bytes, not only in count: the event store, events.jsonl,
+and what one subscriber's backlog holds in memory at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from supervisor import SyncAgentDeploymentClient, json_events
+from supervisor.coordinator._http._stream import EventHub
+
+from .queue_helpers import serve_process
+
+
+def _stored(db: Path) -> tuple[int, int, int]:
+    """(rows, bytes of their data, lowest seq) of the event store."""
+    with sqlite3.connect(db) as conn:
+        rows, size, low = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0), MIN(seq) FROM events"
+        ).fetchone()
+    return int(rows), int(size), int(low or 0)
+
+
+def test_event_retention_is_bounded_in_bytes(tmp_path: Path) -> None:
+    """Large events are dropped oldest first once their bytes pass the budget, even far
+    below the count limit; numbering goes on, and what is kept is the newest."""
+    db = tmp_path / "journal.sqlite3"
+    hub = EventHub(db, retention=100_000, retention_bytes=64 * 1024)
+    try:
+        for i in range(2000):
+            hub.on_event("big", {"i": i, "blob": "b" * 1000})
+        rows, size, low = _stored(db)
+        assert size <= 64 * 1024
+        assert rows >= 32  # the budget is used, not emptied
+        assert hub.seq == 2000
+        assert low == 2000 - rows + 1  # contiguous: the newest are kept
+    finally:
+        hub.close()
+    reopened = EventHub(db, retention=100_000, retention_bytes=64 * 1024)
+    try:
+        assert reopened.seq == 2000  # numbering never goes back
+    finally:
+        reopened.close()
+
+
+async def _frames(stream: AsyncIterator[bytes], upto: int) -> list[int]:
+    ids: list[int] = []
+    async for chunk in stream:
+        for line in chunk.decode().split("\n"):
+            if line.startswith("id: "):
+                ids.append(int(line[4:]))
+        if ids and ids[-1] >= upto:
+            break
+    return ids
+
+
+@pytest.mark.anyio
+async def test_a_backlog_is_read_in_bounded_pages(tmp_path: Path) -> None:
+    """``since`` never returns more than a page; a stream still replays the whole backlog,
+    in order, without a gap or a duplicate (both backends)."""
+    hub = EventHub(tmp_path / "journal.sqlite3", page=100)
+    try:
+        for i in range(1050):
+            hub.on_event("e", {"i": i})
+        assert len(hub.since(0)) == 100
+        assert [seq for seq, _ in hub.since(1000)] == list(range(1001, 1051))
+        stream = hub.stream(0)
+        try:
+            ids = await _frames(stream, 1050)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        assert ids == list(range(1, 1051))
+    finally:
+        hub.close()
+
+
+def test_json_events_rotates_a_file_by_size(tmp_path: Path) -> None:
+    """Past *max_bytes* the file becomes ``.1`` and a new one starts: both stay bounded,
+    every line whole, and the newest events are in the live file."""
+    path = tmp_path / "events.jsonl"
+    events = json_events(path, max_bytes=4096)
+    for i in range(500):
+        events.emit("tick", i=i, pad="p" * 100)
+        assert path.stat().st_size <= 4096
+    backup = tmp_path / "events.jsonl.1"
+    assert 0 < backup.stat().st_size <= 4096
+    kept = [json.loads(line) for p in (backup, path) for line in p.read_text().splitlines()]
+    numbers = [e["i"] for e in kept]
+    assert numbers == list(range(numbers[0], 500))  # no gap, no torn line
+    assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_serve_keeps_events_jsonl_within_its_size(tmp_path: Path) -> None:
+    """``ziggie serve`` rotates its events file by size as it writes (not hourly)."""
+    home = tmp_path / "home"
+    env = {**os.environ, "ZIGGIE_EVENTS_MAX_BYTES": "8192"}
+    with (
+        serve_process(home, env=env),
+        SyncAgentDeploymentClient(home / "agent-queue") as client,
+    ):
+        for _ in range(150):
+            assert client.check_agent_status("nobody").code == "not_found"
+        assert (home / "events.jsonl").stat().st_size <= 8192
+        assert (home / "events.jsonl.1").stat().st_size <= 8192
+
