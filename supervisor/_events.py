@@ -8,6 +8,7 @@ renders JSON lines to a stream or a file instead, independent of the host's conf
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -142,7 +143,7 @@ def _processors() -> list[Any]:
 class _Tee:
     """A structlog logger writing each rendered line to several text streams."""
 
-    def __init__(self, streams: list[IO[str]]) -> None:
+    def __init__(self, streams: list[IO[str] | _RotatingFile]) -> None:
         self._streams = streams
 
     def msg(self, message: str) -> None:
@@ -153,14 +154,56 @@ class _Tee:
     info = debug = warning = error = critical = exception = msg
 
 
-def json_events(*targets: TextIO | str | os.PathLike[str]) -> EventLog:
+class _RotatingFile:
+    """A 0600 file of whole lines that never grows past *max_bytes*: a line that would
+    take it past becomes the first of a new file, the old one kept as ``<path>.1``.
+
+    Each line is one ``write`` to an ``O_APPEND`` descriptor, so a reader never sees a
+    torn line; the rename keeps every line (a copy-and-truncate loses those written in
+    between).
+    """
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._fd = -1
+        self.size = 0
+        self._open()
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        self._fd = os.open(self.path, flags, 0o600)
+        self.size = os.fstat(self._fd).st_size
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8", "backslashreplace")
+        if self.size and self.size + len(data) > self.max_bytes:
+            with contextlib.suppress(FileNotFoundError):  # someone moved it away already
+                os.replace(self.path, f"{self.path}.1")
+            os.close(self._fd)
+            self._open()
+        os.write(self._fd, data)
+        self.size += len(data)
+        return len(text)
+
+    def flush(self) -> None:
+        pass  # unbuffered: every line is written at once
+
+
+def json_events(
+    *targets: TextIO | str | os.PathLike[str], max_bytes: int | None = None
+) -> EventLog:
     """Render events as JSON lines to each target: a text stream or a path (default stderr).
 
-    A path is opened for appending with mode 0600, line-buffered.
+    A path is opened for appending with mode 0600, line-buffered. With *max_bytes*, a path
+    is rotated by size as it is written: past it, the file becomes ``<path>.1`` (replacing
+    the previous one) and a new file starts, so the two together stay within twice that.
     """
-    streams: list[IO[str]] = []
+    streams: list[IO[str] | _RotatingFile] = []
     for target in targets or (sys.stderr,):
-        if isinstance(target, str | os.PathLike):
+        if isinstance(target, str | os.PathLike) and max_bytes is not None:
+            streams.append(_RotatingFile(os.fspath(target), max_bytes))
+        elif isinstance(target, str | os.PathLike):
             fd = os.open(Path(target), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             streams.append(os.fdopen(fd, "a", buffering=1, encoding="utf-8"))
         else:

@@ -107,4 +107,3 @@ def test_serve_keeps_events_jsonl_within_its_size(tmp_path: Path) -> None:
             assert client.check_agent_status("nobody").code == "not_found"
         assert (home / "events.jsonl").stat().st_size <= 8192
         assert (home / "events.jsonl.1").stat().st_size <= 8192
-

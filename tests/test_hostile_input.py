@@ -17,7 +17,6 @@ from supervisor.coordinator import Coordinator, Settings, open_coordinator
 from supervisor.protocol import definition_text, read_definition
 
 from .helpers import real_clock_backend as anyio_backend  # noqa: F401
-from .helpers import recording
 from .queue_helpers import agent_spec, await_answer, coordinator, drop
 
 pytestmark = pytest.mark.anyio
@@ -55,7 +54,8 @@ async def test_a_known_id_is_never_taken_over_by_another_parent(tmp_path: Path) 
         assert (taken.status, taken.code) == ("failed", "conflict")
         assert "'a'" in (taken.error or "")
         row = coord.service.journal.agent("x")
-        assert row is not None and row["parent_id"] == "a"
+        assert row is not None
+        assert row["parent_id"] == "a"
         assert row["spec"]["env"] == {"DEMO_PACE": "0.05"}  # b's spec did not replace it
 
         again = await c.deploy_agent(_child("x", tmp_path), parent_agent="a")
@@ -86,9 +86,8 @@ async def test_parent_agent_must_be_a_safe_id(tmp_path: Path, parent: str) -> No
         "target_agent_id": "nobody",
     }
     async with coordinator(home, max_request_bytes=2 * 2**20):
-        with recording() as (_, seen):
-            drop(home, "big-parent.request.json", json.dumps(request))
-            kind, answer = await await_answer(home, "big-parent")
+        drop(home, "big-parent.request.json", json.dumps(request))
+        kind, answer = await await_answer(home, "big-parent")
     assert kind == "error"
     assert answer["code"] == "invalid_request"
     assert "parent_agent" in answer["error"]
@@ -140,7 +139,8 @@ def test_event_log_caps_long_strings_and_long_lists_for_every_listener() -> None
             number=7,
         )
     fields = seen[0]
-    assert fields["short"] == "ok" and fields["number"] == 7
+    assert fields["short"] == "ok"
+    assert fields["number"] == 7
     assert fields["long"] == "x" * 2048 + "…[cut 7952 characters]"
     assert fields["pids"][:256] == list(range(256))
     assert fields["pids"][256] == "…[cut 4744 items]"

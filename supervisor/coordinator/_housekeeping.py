@@ -9,10 +9,10 @@ What is kept, by the retention settings (issue 11):
 - day directories of ``archive/``: ``retain_archive_days``;
 - finished agents (their journal rows, so ``status`` says not found after that, and
   their own directories): ``retain_finished_seconds`` after they ended;
-- ``events.jsonl``: copied to ``events.jsonl.1`` and truncated in place once over
-  ``events_max_bytes`` (the coordinator appends with O_APPEND, so it writes on at the new
-  end; lines written between the copy and the truncation are lost, as with logrotate's
-  ``copytruncate``).
+- ``events.jsonl``: ``ziggie serve`` rotates it by size as it writes (past
+  ``events_max_bytes`` it becomes ``events.jsonl.1``); a prune of a stopped home renames
+  an oversized file the same way. A running coordinator's prune leaves the file to its
+  writer (a rename under it would only move its next lines into the backup).
 
 It runs every ``prune_interval_seconds`` inside the coordinator, and on demand
 (``ziggie prune``: the ``prune`` action, or directly on the home when no coordinator runs).
@@ -46,8 +46,13 @@ EVENTS_NAME = "events.jsonl"
 JOURNAL_NAME = "journal.sqlite3"
 
 
-def prune_home(settings: Settings, now: float | None = None) -> dict[str, Any]:
-    """Drop what *settings* no longer retains under its home; what was dropped, counted."""
+def prune_home(
+    settings: Settings, now: float | None = None, *, rotate_events: bool = True
+) -> dict[str, Any]:
+    """Drop what *settings* no longer retains under its home; what was dropped, counted.
+
+    *rotate_events* is False inside a coordinator: its events file rotates as it is written.
+    """
     now = time.time() if now is None else now
     home = Path(settings.home)
     queue = home / "agent-queue"
@@ -62,7 +67,8 @@ def prune_home(settings: Settings, now: float | None = None) -> dict[str, Any]:
     report["agent_dirs"] = _prune_agent_dirs(
         AgentHome(home), gone, now - settings.retain_finished_seconds
     )
-    report["events_rotated"] = _rotate(home / EVENTS_NAME, settings.events_max_bytes)
+    rotated = rotate_events and _rotate(home / EVENTS_NAME, settings.events_max_bytes)
+    report["events_rotated"] = rotated
     return report
 
 
@@ -70,7 +76,11 @@ async def housekeeping(settings: Settings) -> None:
     """Prune every ``prune_interval_seconds`` until cancelled (a coordinator's task)."""
     while True:
         await anyio.sleep(settings.prune_interval_seconds)
-        await anyio.to_thread.run_sync(prune_home, settings)
+        await anyio.to_thread.run_sync(_prune_served, settings)
+
+
+def _prune_served(settings: Settings) -> dict[str, Any]:
+    return prune_home(settings, rotate_events=False)
 
 
 def _prune_files(directory: Path, before: float) -> int:
@@ -187,14 +197,14 @@ def _rotate(events: Path, max_bytes: int) -> bool:
             return False
     except FileNotFoundError:
         return False
-    shutil.copyfile(events, events.with_name(EVENTS_NAME + ".1"))
-    os.truncate(events, 0)
+    os.replace(events, events.with_name(EVENTS_NAME + ".1"))
+    os.close(os.open(events, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))  # `ziggie events`
     return True
 
 
 async def prune_request(settings: Settings, request: DeploymentRequest) -> DeploymentResponse:
     """The ``prune`` action: prune now, answer with what was dropped (in ``agent``)."""
-    report = await anyio.to_thread.run_sync(prune_home, settings)
+    report = await anyio.to_thread.run_sync(_prune_served, settings)
     return DeploymentResponse(
         request_id=request.request_id,
         status="completed",

@@ -223,7 +223,10 @@ def serve_home(settings: Settings, *, quiet: bool = False) -> None:
 
 async def _serve(settings: Settings, quiet: bool) -> None:
     events_file = settings.home / "events.jsonl"
-    events = json_events(events_file) if quiet else json_events(sys.stderr, events_file)
+    # Rotated by size as it is written (events_max_bytes), never left to grow until the
+    # next prune.
+    targets = (events_file,) if quiet else (sys.stderr, events_file)
+    events = json_events(*targets, max_bytes=settings.events_max_bytes)
     # Agents are independent of each other: on exit all stop at once, each subtree first.
     async with open_runtime("ziggie", events=events, stop_order=StopOrder.CONCURRENT) as rt:
         coordinator = Coordinator(rt, settings)

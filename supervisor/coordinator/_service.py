@@ -26,7 +26,13 @@ from supervisor import (
     ZiggieError,
     describe,
 )
-from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
+from supervisor.protocol import (
+    AgentSpec,
+    DeploymentRequest,
+    DeploymentResponse,
+    ErrorCode,
+    RayPlacement,
+)
 
 from . import _nesting, _placed, _record
 from ._agents import AgentHome, agent_child_spec, contained_spec, drop_stopped
@@ -185,7 +191,7 @@ class AgentService:
             try:
                 supervisor, child = self._prepare(spec, request.parent_agent, request.request_id)
             except (AgentRefused, ValueError) as exc:
-                code = "conflict" if isinstance(exc, _nesting.IdOwned) else "refused"
+                code: ErrorCode = "conflict" if isinstance(exc, _nesting.IdOwned) else "refused"
                 return reply(
                     request, "failed", spec.id, "Deployment refused", error=str(exc), code=code
                 )

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     http_max_body: int = Field(default=2**20, ge=1024, description="Request body cap (bytes)")
     http_read_timeout: float = Field(default=30.0, ge=0, description="Idle read cut-off (s)")
     event_retention: int = Field(default=100_000, ge=100, description="Events kept for resume")
+    event_retention_bytes: int = Field(
+        default=64 * 2**20, ge=64 * 1024, description="...and at most this many bytes of them"
+    )
     # -- placement on a Ray cluster (issue 14) --
     ray: str | None = Field(
         default=None, description="Ray cluster for placed agents: HOST:PORT, auto, or local"

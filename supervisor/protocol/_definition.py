@@ -12,7 +12,6 @@ from typing import Final
 
 from ._schemas import AgentSpec
 
-
 #: Characters some reader takes for a line break (str.splitlines, YAML 1.1), escaped in the
 #: front matter so each value stays on its own line whoever reads it.
 _BREAKS: Final = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}

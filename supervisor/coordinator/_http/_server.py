@@ -78,7 +78,11 @@ class HttpTransport:
         self.tokens = Tokens(
             load_operator_token(service.home.root, os.environ.get("ZIGGIE_API_TOKEN"))
         )
-        self.hub = EventHub(service.journal.path, retention=settings.event_retention)
+        self.hub = EventHub(
+            service.journal.path,
+            retention=settings.event_retention,
+            retention_bytes=settings.event_retention_bytes,
+        )
         self.metrics = Metrics(service)
         self.url = ""
         self._max_body = settings.http_max_body

@@ -3,8 +3,10 @@
 Each event gets the next number of a sequence that never goes back (it continues from
 the journal after a restart) and is written to the journal *before* any subscriber sees
 it, so ``Last-Event-ID`` resumes with no gap and no duplicate, across reconnects and
-coordinator restarts, within the retention. Subscribers have bounded buffers: one that
-falls behind is cut off (it resumes from its last id), never allowed to stall the runtime.
+coordinator restarts, within the retention (a count and a size in bytes: the oldest go
+first). A backlog is read in pages, so a subscriber resuming from far back never holds
+more than a page in memory. Subscribers have bounded buffers: one that falls behind is
+cut off (it resumes from its last id), never allowed to stall the runtime.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 #: At most this many events go out in one chunk.
 _COALESCE: Final = 256
+#: Trim the store by count every this many events (by size as soon as it is over).
+_TRIM_EVERY: Final = 1000
 _SCHEMA: Final = "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, data TEXT NOT NULL)"
 
 
@@ -39,15 +43,29 @@ class _Subscriber:
 class EventHub:
     """Numbers, stores and fans out events; a listener of the runtime's :class:`EventLog`."""
 
-    def __init__(self, db_path: Path, *, retention: int = 100_000, buffer: int = 4096) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        retention: int = 100_000,
+        retention_bytes: int = 64 * 2**20,
+        buffer: int = 4096,
+        page: int = 256,
+    ) -> None:
         self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
-        row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
+        row = self._db.execute(
+            "SELECT MAX(seq), COALESCE(SUM(LENGTH(data)), 0) FROM events"
+        ).fetchone()
         self.seq: int = int(row[0] or 0)
+        #: Invariant: the characters of every stored event's data (JSON: ASCII, so bytes).
+        self.stored_bytes: int = int(row[1])
         self.retention = retention
+        self.retention_bytes = retention_bytes
         self.buffer = buffer
+        self.page = page
         self._subscribers: set[_Subscriber] = set()
         self._closed = False
         self.dropped = 0  #: subscribers cut off for falling behind
@@ -70,8 +88,11 @@ class EventHub:
         self.seq += 1
         seq = self.seq
         self._db.execute("INSERT INTO events (seq, data) VALUES (?, ?)", (seq, data))
-        if seq % 1000 == 0:
-            self._db.execute("DELETE FROM events WHERE seq <= ?", (seq - self.retention,))
+        self.stored_bytes += len(data)
+        if seq % _TRIM_EVERY == 0:
+            self._drop_upto(seq - self.retention)
+        if self.stored_bytes > self.retention_bytes:
+            self._trim_bytes()
         for sub in list(self._subscribers):
             try:
                 sub.tx.send_nowait((seq, data))
@@ -83,12 +104,35 @@ class EventHub:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._subscribers.discard(sub)
 
+    def _drop_upto(self, seq: int) -> None:
+        """Drop the stored events up to *seq* (a range of the key: only they are read)."""
+        gone = self._db.execute(
+            "SELECT COALESCE(SUM(LENGTH(data)), 0) FROM events WHERE seq <= ?", (seq,)
+        ).fetchone()[0]
+        if gone:
+            self._db.execute("DELETE FROM events WHERE seq <= ?", (seq,))
+            self.stored_bytes -= int(gone)
+
+    def _trim_bytes(self) -> None:
+        """Drop the oldest events until the rest fill at most 3/4 of the byte budget (so
+        the next trim is a quarter of the budget away: amortised, not one per event)."""
+        keep = self.retention_bytes * 3 // 4
+        row = self._db.execute(
+            "SELECT seq FROM (SELECT seq, SUM(LENGTH(data)) OVER (ORDER BY seq DESC) AS newer"
+            " FROM events) WHERE newer > ? ORDER BY seq DESC LIMIT 1",
+            (keep,),
+        ).fetchone()
+        if row is not None:
+            self._drop_upto(int(row[0]))
+
     # -- out -------------------------------------------------------------------------
 
-    def since(self, last_id: int) -> list[tuple[int, str]]:
-        """Stored events after *last_id*, oldest first."""
+    def since(self, last_id: int, limit: int | None = None) -> list[tuple[int, str]]:
+        """Stored events after *last_id*, oldest first: one page (at most *limit*,
+        default :attr:`page`), so a long backlog is never loaded at once."""
         rows = self._db.execute(
-            "SELECT seq, data FROM events WHERE seq > ? ORDER BY seq", (last_id,)
+            "SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (last_id, self.page if limit is None else limit),
         ).fetchall()
         return [(int(seq), str(data)) for seq, data in rows]
 
@@ -106,9 +150,13 @@ class EventHub:
                 last_id = max(self.seq - tail, 0) if tail else self.seq
             last = last_id
             yield b"retry: 1000\n\n"
-            for seq, data in self.since(last_id):
-                yield _frame(seq, data)
-                last = seq
+            while not self._closed:  # the backlog, a page at a time
+                page = self.since(last)
+                if page:
+                    yield b"".join(_frame(seq, data) for seq, data in page)
+                    last = page[-1][0]
+                if len(page) < self.page:
+                    break
             yield b": live\n\n"
             async with sub.rx:
                 async for seq, data in sub.rx:
@@ -133,6 +181,7 @@ class EventHub:
         finally:
             self._subscribers.discard(sub)
             sub.tx.close()
+            sub.rx.close()  # also when the client left during the backlog
 
     def broadcast(self, kind: str, data: str) -> None:
         """An ephemeral message (no id, not kept): e.g. usage samples for the dashboard."""
