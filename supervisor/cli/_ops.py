@@ -22,7 +22,7 @@ from supervisor.coordinator import (
     prune_home,
     serve_home,
 )
-from supervisor.protocol import LOCK_NAME, DeploymentRequest, coordinator_serves
+from supervisor.protocol import HTTP_FILE, LOCK_NAME, DeploymentRequest, coordinator_serves
 
 from . import _tree
 from ._agents import print_json
@@ -73,6 +73,14 @@ def serve(
     http_public: Annotated[
         bool, typer.Option("--http-public", help="Allow --http on a non-loopback address")
     ] = False,
+    http_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--http-host",
+            help="A host name the API also answers to (repeatable; on 0.0.0.0 the first"
+            " is the URL agents get)",
+        ),
+    ] = None,
     ray: Annotated[
         str | None,
         typer.Option(help="Place agents on a Ray cluster: HOST:PORT, auto, or local"),
@@ -90,6 +98,7 @@ def serve(
         polling=polling,
         http=http,
         http_public=http_public or None,
+        http_hosts=http_host or None,
         ray=ray,
     )
     if settings.ray is not None:
@@ -293,7 +302,7 @@ def dashboard(
     """
     home_dir = home_of(home)
     try:
-        info = json.loads((home_dir / "http.json").read_text(encoding="utf-8"))
+        info = json.loads((home_dir / HTTP_FILE).read_text(encoding="utf-8"))
         token = (home_dir / "api-token").read_text(encoding="utf-8").strip()
     except (OSError, ValueError):
         fail(

@@ -149,7 +149,10 @@ class HttpAgentClient:
             return _failed(
                 agent_id, "Coordinator unreachable", f"{self.url}: {exc}", "no_coordinator"
             )
-        if response.headers.get("content-type", "").startswith("application/json"):
+        # An answer (200) is JSON; a refusal a problem that is also the failed answer.
+        if response.headers.get("content-type", "").startswith(
+            ("application/json", "application/problem+json")
+        ):
             try:
                 return DeploymentResponse.model_validate_json(response.content)
             except ValidationError:

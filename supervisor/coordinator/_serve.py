@@ -23,7 +23,7 @@ from anyio.abc import TaskStatus
 
 from actors import become_subreaper, spawn_mechanism, stop_mechanism
 from supervisor import Runtime, StopOrder, ZiggieError, json_events, open_runtime
-from supervisor.protocol import LOCK_NAME
+from supervisor.protocol import HTTP_FILE, LOCK_NAME
 
 if TYPE_CHECKING:
     from ._http import HttpTransport
@@ -80,12 +80,17 @@ class Coordinator:
         return self.http.url if self.http is not None and self.http.url else None
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Recover, then serve every transport until cancelled.
+        """Serve the API, recover, then serve the file queue, until cancelled.
 
-        On the way out, the agents are stopped and recorded while the journal is still
-        open (issue 10, item 6): a clean stop must not read as a crash.
+        The API comes first: agents recovery restarts get its URL and a token, as any
+        other agent does. Requests wait until recovery is done (no deploy can race a
+        recovering id). On the way out, the agents are stopped and recorded while the
+        journal is still open (issue 10, item 6): a clean stop must not read as a crash.
         """
         service = self.service
+        # We hold the home's lock: an http.json there is a dead coordinator's.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(service.home.root / HTTP_FILE)
         try:
             with service.rt.events.listen(service.on_event):
                 try:
@@ -94,10 +99,14 @@ class Coordinator:
                         service.rt.events.emit(
                             "ray_connected", address=service.ray.cluster, asked=service.ray.address
                         )
-                    await recover_agents(service)
                     async with anyio.create_task_group() as tg:
-                        if self.http is not None:
-                            await tg.start(self.http.serve)
+                        service.recovered = anyio.Event()
+                        try:
+                            if self.http is not None:
+                                await tg.start(self.http.serve)
+                            await recover_agents(service)
+                        finally:
+                            service.recovered.set()
                         await tg.start(self.filequeue.serve)
                         tg.start_soon(housekeeping, service.settings)
                         service.rt.events.emit(

@@ -91,6 +91,8 @@ class AgentService:
         self.hosts: dict[str, RemoteHandle] = {}
         #: How the previous coordinator of this home ended (issue 10, items 6 and 12).
         self.previous_run = self.journal.begin_run()
+        #: Set once recovery is done; requests wait for it (none races a recovering id).
+        self.recovered: anyio.Event | None = None
 
     def close(self) -> None:
         self.journal.close()
@@ -118,6 +120,8 @@ class AgentService:
     async def handle(self, request: DeploymentRequest, caller: Caller) -> Answer:
         """Answer *request* from *caller* (where it arrived: see ``_callers``), recording
         the answer before any transport shows it, exactly once per caller (``_once``)."""
+        if self.recovered is not None and not self.recovered.is_set():
+            await self.recovered.wait()
         digest = fingerprint(request)
         earlier = prior_answer(self.journal, self.rt.events, request, caller, digest)
         if earlier is not None:

@@ -5,16 +5,20 @@ Precedence, highest first: explicit values (CLI flags), environment, TOML file, 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+#: A DNS name or an IP address (IPv6 without brackets), as a ``Host`` header names it.
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}")
 
 
 class Settings(BaseSettings):
@@ -35,6 +39,13 @@ class Settings(BaseSettings):
     http_public: bool = Field(default=False, description="Allow a non-loopback --http")
     http_max_body: int = Field(default=2**20, ge=1024, description="Request body cap (bytes)")
     http_read_timeout: float = Field(default=30.0, ge=0, description="Idle read cut-off (s)")
+    http_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the API also answers to (the first is agents' URL on 0.0.0.0)",
+    )
+    http_max_connections: int = Field(
+        default=1024, ge=1, description="Open API connections at most; past it: 503, closed"
+    )
     event_retention: int = Field(default=100_000, ge=100, description="Events kept for resume")
     event_retention_bytes: int = Field(
         default=64 * 2**20, ge=64 * 1024, description="...and at most this many bytes of them"
@@ -84,6 +95,14 @@ class Settings(BaseSettings):
     prune_interval_seconds: float = Field(
         default=3600, gt=0, description="How often the coordinator prunes"
     )
+
+    @field_validator("http_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _HOST_NAME.fullmatch(name):
+                raise ValueError(f"http_hosts: {name[:64]!r} is not a host name or address")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -22,6 +22,9 @@ ERROR_SUFFIX: Final = ".error.json"
 #: In a coordinator's home (the queue's parent): the file it holds locked (flock,
 #: exclusive) for as long as it serves. Clients probe it to fail fast (issue 11).
 LOCK_NAME: Final = "coordinator.lock"
+#: In a coordinator's home: where its HTTP API answers (``{"url": ..., "pid": ...}``),
+#: while it serves one.
+HTTP_FILE: Final = "http.json"
 
 
 def request_name(request_id: str) -> str:

@@ -27,7 +27,7 @@ from supervisor.protocol import DeploymentRequest, DeploymentResponse
 from .._callers import Caller, Forbidden
 from .._service import AgentService
 from ._auth import Tokens
-from ._gate import ApiError, Gate, Methods, not_found, problem
+from ._gate import PROBLEM, ApiError, Gate, Methods, not_found, problem
 from ._metrics import CONTENT_TYPE, Metrics
 from ._models import DeployBody
 from ._openapi import openapi_document
@@ -74,8 +74,24 @@ def _validation_problem(exc: ValidationError, status: int = 422) -> Response:
 
 def _answer(response: DeploymentResponse, ok: int = 200, body: str | None = None) -> Response:
     # A refusal carries a code; "failed" alone is an answer (e.g. the status of a failed agent).
-    status = ok if response.code is None else _STATUS_OF_CODE.get(response.code, 422)
-    return Response(body or response.model_dump_json(), status, media_type=JSON)
+    if response.code is None:
+        return Response(body or response.model_dump_json(), ok, media_type=JSON)
+    return refusal(response, body)
+
+
+def refusal(response: DeploymentResponse, body: str | None = None) -> Response:
+    """A refused request as RFC 9457 ``application/problem+json`` whose members are also
+    the seed's failed ``DeploymentResponse``: problem readers get ``title`` and ``detail``,
+    the seed's readers ``status``, ``code`` and ``error``. (The seed's ``status`` is a
+    string; RFC 9457 makes a problem's numeric ``status`` advisory, so readers skip it.)"""
+    assert response.code is not None
+    fields = json.loads(body) if body else response.model_dump(mode="json")
+    problem = {"type": "about:blank", "title": response.message, "detail": response.error}
+    return Response(
+        json.dumps({**problem, **fields}),
+        _STATUS_OF_CODE.get(response.code, 422),
+        media_type=PROBLEM,
+    )
 
 
 class Api:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from supervisor.protocol import AgentSpec
+from supervisor.protocol import AgentSpec, DeploymentResponse
 
 
 class DeployBody(BaseModel):
@@ -27,3 +27,15 @@ class Problem(BaseModel):
     status: int
     detail: str | None = None
     field: str | None = Field(default=None, description="The offending field, when there is one")
+
+
+class Refusal(DeploymentResponse):
+    """A refused request: RFC 9457 problem members over the seed's failed response.
+
+    ``status`` stays the seed's (``"failed"``); RFC 9457 makes a problem's numeric
+    ``status`` advisory, and the HTTP status line carries it.
+    """
+
+    type: str = "about:blank"
+    title: str
+    detail: str | None = None

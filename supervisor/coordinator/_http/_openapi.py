@@ -14,7 +14,7 @@ from pydantic.json_schema import models_json_schema
 from supervisor import __version__
 from supervisor.protocol import DeploymentRequest, DeploymentResponse
 
-from ._models import DeployBody, Problem
+from ._models import DeployBody, Problem, Refusal
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -46,13 +46,14 @@ def _problems(*codes: int) -> dict[str, Any]:
 
 
 def _failed(*codes: int) -> dict[str, Any]:
-    """Refusals answered with the failed DeploymentResponse itself (the seed's shape)."""
+    """Refusals: a problem whose members are also the failed DeploymentResponse."""
     return {
         str(code): {
-            "description": "Refused: the failed response (with its machine-readable code)",
+            "description": "Refused: a problem that is also the failed response (with its code)",
             "content": {
-                "application/json": {"schema": _ref("DeploymentResponse")},
-                "application/problem+json": {"schema": _ref("Problem")},
+                "application/problem+json": {
+                    "schema": {"anyOf": [_ref("Refusal"), _ref("Problem")]}
+                },
             },
         }
         for code in codes
@@ -75,6 +76,7 @@ def openapi_document() -> dict[str, Any]:
         (DeploymentResponse, "serialization"),
         (DeployBody, "validation"),
         (Problem, "serialization"),
+        (Refusal, "serialization"),
     ]
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})

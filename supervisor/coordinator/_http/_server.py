@@ -1,9 +1,10 @@
 """Serving the API: Hypercorn inside the coordinator's own task group, on trio or asyncio.
 
 We bind the socket ourselves (so port 0 works the same on both backends and we know the
-port before anyone can call), hand it to Hypercorn as ``fd://``, write ``<home>/http.json``
-once it answers, and on shutdown end every event stream first, so Hypercorn returns at
-once instead of waiting out its graceful timeout.
+port before anyone can call) and accept on it ourselves, at most ``http_max_connections``
+at once (:mod:`._conns`); Hypercorn serves HTTP on each connection. ``<home>/http.json``
+is written once it answers; on shutdown every event stream ends first, so the open
+connections finish at once instead of waiting out the graceful timeout.
 """
 
 from __future__ import annotations
@@ -13,22 +14,20 @@ import ipaddress
 import json
 import os
 import socket
-from typing import Any
 
 import anyio
-import sniffio
 from anyio.abc import TaskStatus
 from hypercorn.config import Config
 
-from supervisor.protocol import AgentSpec, write_atomic
+from supervisor.protocol import HTTP_FILE, AgentSpec, write_atomic
 
 from .._service import AgentService
 from ._app import create_app
 from ._auth import Tokens, load_operator_token
+from ._conns import Connections
 from ._metrics import Metrics
 from ._stream import EventHub
 
-HTTP_FILE = "http.json"
 #: How long a clean stop waits for Hypercorn to close its connections.
 _STOP_SECONDS = 2.0
 
@@ -60,12 +59,61 @@ def parse_bind(bind: str, *, public: bool = False) -> tuple[str, int]:
     return host, port
 
 
-def _hosts(host: str, port: int) -> set[str]:
-    named = f"[{host}]" if ":" in host else host
-    names = {named, "localhost"}
-    if ipaddress.ip_address(host).is_loopback:
-        names |= {"127.0.0.1", "[::1]"}
-    return names | {f"{name}:{port}" for name in names}
+def allowed_hosts(host: str, port: int, names: list[str]) -> set[str]:
+    """The ``Host`` values the API answers (any other gets 421: DNS rebinding).
+
+    The bound address and ``localhost``; for a loopback bind the loopback addresses; for a
+    wildcard (``0.0.0.0``, ``::``) every address of this machine (read at start); and the
+    operator's *names* (setting ``http_hosts``). Each bare and with ``:port``.
+    """
+    ip = ipaddress.ip_address(host)
+    addresses = {host}
+    if ip.is_loopback or ip.is_unspecified:
+        addresses |= {"127.0.0.1", "::1"}
+    if ip.is_unspecified:  # a "::" bind takes IPv4 too (dual stack)
+        addresses |= local_addresses(v6=ip.version == 6)
+    bare = {f"[{a}]" if ":" in a else a for a in addresses}
+    bare |= {"localhost", *(name.lower() for name in names)}
+    return bare | {f"{name}:{port}" for name in bare}
+
+
+def agent_url(host: str, port: int, names: list[str]) -> str:
+    """The URL agents (and ``http.json``) get: never a wildcard, which no client can use
+    as a ``Host``. A wildcard bind gives the first of *names*, else loopback."""
+    ip = ipaddress.ip_address(host)
+    if ip.is_unspecified:
+        host = names[0] if names else ("::1" if ip.version == 6 else "127.0.0.1")
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def local_addresses(*, v6: bool) -> set[str]:
+    """This machine's own IPv4 addresses (and IPv6 ones if *v6*), from ``/proc``."""
+    found: set[str] = set()
+    try:  # IPv4: the fib_trie's "/32 host LOCAL" entries (aliases included)
+        with open("/proc/net/fib_trie", encoding="ascii") as f:
+            last = ""
+            for line in f:
+                text = line.strip()
+                if text.startswith("|-- "):
+                    last = text[4:]
+                elif text.startswith("/32 host LOCAL") and last:
+                    found.add(last)
+    except OSError:
+        pass
+    if v6:
+        try:
+            with open("/proc/net/if_inet6", encoding="ascii") as f:
+                for line in f:
+                    found.add(str(ipaddress.IPv6Address(int(line.split()[0], 16))))
+        except (OSError, ValueError, IndexError):
+            pass
+    if not found:  # no /proc: what the host name resolves to
+        try:
+            infos = socket.getaddrinfo(socket.gethostname(), None)
+        except OSError:
+            infos = []
+        found = {str(info[4][0]) for info in infos if v6 or info[0] == socket.AF_INET}
+    return found
 
 
 class HttpTransport:
@@ -85,8 +133,10 @@ class HttpTransport:
         )
         self.metrics = Metrics(service)
         self.url = ""
+        self._names = list(settings.http_hosts)
         self._max_body = settings.http_max_body
         self._read_timeout = settings.http_read_timeout
+        self.connections = Connections(settings.http_max_connections)
 
     @property
     def operator_token(self) -> str:
@@ -125,19 +175,16 @@ class HttpTransport:
         sock.listen(1024)
         sock.setblocking(False)
         port = sock.getsockname()[1]
-        named = f"[{self.host}]" if family == socket.AF_INET6 else self.host
-        self.url = f"http://{named}:{port}"
+        self.url = agent_url(self.host, port, self._names)
         app = create_app(
             self.service,
             self.tokens,
             self.hub,
             self.metrics,
-            hosts=_hosts(self.host, port),
+            hosts=allowed_hosts(self.host, port, self._names),
             max_body=self._max_body,
         )
         config = Config()
-        # Hypercorn owns (and closes) a duplicate; ours is closed below.
-        config.bind = [f"fd://{os.dup(sock.fileno())}"]
         config.errorlog = None
         config.accesslog = None
         config.graceful_timeout = 1.0
@@ -151,7 +198,7 @@ class HttpTransport:
         async def run() -> None:
             try:
                 with server:
-                    await _run_hypercorn(app, config, stop.wait)
+                    await self.connections.serve(app, config, sock, stop)
             finally:
                 done.set()
 
@@ -184,14 +231,3 @@ class HttpTransport:
 
 
 _USAGE_EVERY = 2.0
-
-
-async def _run_hypercorn(app: Any, config: Config, trigger: Any) -> None:
-    if sniffio.current_async_library() == "trio":
-        from hypercorn.trio import serve as trio_serve
-
-        await trio_serve(app, config, shutdown_trigger=trigger)
-    else:
-        from hypercorn.asyncio import serve as asyncio_serve
-
-        await asyncio_serve(app, config, shutdown_trigger=trigger)
