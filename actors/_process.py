@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -47,6 +48,21 @@ class ProcessExit(ZiggieError):
 
 class SpawnError(ZiggieError):
     """The program could not be started (missing, not executable, bad directory)."""
+
+
+class SpawnExhausted(SpawnError):
+    """No file descriptor was left to start the program (EMFILE, ENFILE).
+
+    The machine's trouble, not the agent's: the start waits (backoff, event
+    ``spawn_retry``) and tries again, so it never counts as a crash toward the restart
+    intensity and never gives an agent up.
+    """
+
+
+#: Descriptor exhaustion, of this process or of the system.
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
+_SPAWN_RETRY_FIRST = 0.05
+_SPAWN_RETRY_MAX = 5.0
 
 
 @dataclass(slots=True)
@@ -140,7 +156,15 @@ def process_spec(
 
     async def start(ctx: ChildContext) -> None:
         environ[b"ZIGGIE_INCARNATION"] = str(ctx.incarnation).encode()
-        await _run_process(ctx, launch)
+        delay = _SPAWN_RETRY_FIRST
+        while True:
+            try:
+                await _run_process(ctx, launch)
+                return
+            except SpawnExhausted as exc:  # raised before anything started: try again
+                ctx.emit("spawn_retry", error=str(exc), delay=round(delay, 3))
+                await anyio.sleep(delay)
+                delay = min(delay * 2, _SPAWN_RETRY_MAX)
 
     return ChildSpec(id=id, start=start, meta=dict(meta or {}), **options)
 
@@ -166,12 +190,22 @@ class _Launch:
 
 async def _run_process(ctx: ChildContext, launch: _Launch) -> None:
     log_path, argv = launch.log_path, launch.argv
-    log = (
-        RotatingLog(log_path, max_bytes=launch.log_max_bytes, backups=launch.log_backups)
-        if log_path
-        else None
-    )
-    read_fd, write_fd = os.pipe() if log else (None, None)
+    try:
+        log = (
+            RotatingLog(log_path, max_bytes=launch.log_max_bytes, backups=launch.log_backups)
+            if log_path
+            else None
+        )
+    except OSError as exc:
+        _raise_if_exhausted(argv, exc)
+        raise
+    try:
+        read_fd, write_fd = os.pipe() if log else (None, None)
+    except OSError as exc:
+        if log:
+            log.close()
+        _raise_if_exhausted(argv, exc)
+        raise
     try:
         tree = ProcessTree(
             argv,
@@ -189,6 +223,7 @@ async def _run_process(ctx: ChildContext, launch: _Launch) -> None:
         if log:
             log.close()
         if isinstance(exc, OSError):
+            _raise_if_exhausted(argv, exc)
             raise SpawnError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
         raise
     finally:
@@ -230,6 +265,11 @@ async def _run_process(ctx: ChildContext, launch: _Launch) -> None:
             log.close()
     if returncode:
         raise ProcessExit(returncode, oom=handle.oom)
+
+
+def _raise_if_exhausted(argv: list[str], exc: OSError) -> None:
+    if exc.errno in _EXHAUSTED:
+        raise SpawnExhausted(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
 
 
 async def _supervise(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -227,7 +228,23 @@ def serve_home(settings: Settings, *, quiet: bool = False) -> None:
             # Issue 10, item 7: an explicit choice of ``serve`` (setting ``subreaper``), so
             # agents' escapees re-parent to us; never a side effect of the first spawn.
             become_subreaper()
+        raise_descriptor_limit()
         anyio.run(_serve, settings, quiet, backend="trio")
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit; the new soft limit.
+
+    The default soft limit (often 1024) is a guard for ``select()``, which nothing here
+    uses; every connection, agent log, pipe and pidfd takes a descriptor, and a spawn
+    that finds none left must not be the first sign. ``serve`` does it at start (an
+    embedding program decides for itself); agents inherit the raised limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 async def _serve(settings: Settings, quiet: bool) -> None:
