@@ -4,6 +4,8 @@ Imported only when a coordinator serves HTTP, so the file queue works without St
 Hypercorn or prometheus_client installed.
 """
 
-from ._server import HTTP_FILE, HttpRefused, HttpTransport, parse_bind
+from supervisor.protocol import HTTP_FILE
+
+from ._server import HttpRefused, HttpTransport, parse_bind
 
 __all__ = ["HTTP_FILE", "HttpRefused", "HttpTransport", "parse_bind"]
