@@ -85,6 +85,7 @@ ErrorCode = Literal[
     "conflict",  # the id is taken
     "start_failed",  # the agent's process could not start
     "invalid_request",  # the request file could not be read as a request
+    "invalid_response",  # the answer file could not be read as an answer (client side)
     "timeout",  # no answer in time (client side)
     "no_coordinator",  # nothing serves the queue or the URL (client side)
     "unauthorized",  # no or a wrong token (HTTP)
