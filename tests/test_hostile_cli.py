@@ -170,6 +170,8 @@ def test_stop_signals_only_the_process_holding_the_lock(tmp_path: Path) -> None:
     finally:
         bystander.kill()
         bystander.wait()
+        if bystander.stdout is not None:
+            bystander.stdout.close()
 
 
 def test_stop_without_a_holder_signals_nothing(tmp_path: Path) -> None:

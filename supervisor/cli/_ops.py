@@ -22,7 +22,13 @@ from supervisor.coordinator import (
     prune_home,
     serve_home,
 )
-from supervisor.protocol import HTTP_FILE, LOCK_NAME, DeploymentRequest, coordinator_serves
+from supervisor.protocol import (
+    HTTP_FILE,
+    LOCK_NAME,
+    DeploymentRequest,
+    coordinator_serves,
+    lock_holder,
+)
 
 from . import _tree
 from ._agents import print_json
@@ -130,25 +136,40 @@ def stop(
 
     Every agent stops, children first. It signals (SIGTERM) the process holding the
     home's lock, as serve handles it; for an embedded coordinator that is the program
-    embedding it.
+    embedding it. Which process holds the lock is the kernel's word (/proc/locks), never
+    the pid written in the lock file.
     """
     home_dir = home_of(home)
     if not coordinator_serves(home_dir):
         fail(f"no coordinator is running at {home_dir}", NOT_RUNNING)
-    try:  # the holder of the lock wrote its pid there
-        pid = int((home_dir / LOCK_NAME).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        fail(f"cannot read the coordinator's pid from {home_dir / LOCK_NAME}", FAILED)
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        fail(f"the coordinator (pid {pid}) is gone", NOT_RUNNING)
+    pid = _signal_holder(home_dir)
     deadline = time.monotonic() + timeout
     while coordinator_serves(home_dir):  # its lock goes when its last agent has stopped
         if time.monotonic() > deadline:
             fail(f"the coordinator (pid {pid}) is still stopping after {timeout:g} s", FAILED)
         time.sleep(0.05)
     out.print(f"coordinator stopped (pid {pid})")
+
+
+def _signal_holder(home: Path) -> int:
+    """SIGTERM the process holding *home*'s lock; its pid. Pinned by a pidfd, then checked
+    again, so a pid reused in between is never signalled."""
+    pid = lock_holder(home)
+    if pid is None:
+        fail(f"cannot tell which process holds {home / LOCK_NAME}: nothing signalled", FAILED)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        fail(f"the coordinator (pid {pid}) is gone", NOT_RUNNING)
+    try:
+        if lock_holder(home) != pid:
+            fail(f"the coordinator (pid {pid}) let go of its lock: nothing signalled", FAILED)
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+    except ProcessLookupError:
+        fail(f"the coordinator (pid {pid}) is gone", NOT_RUNNING)
+    finally:
+        os.close(pidfd)
+    return pid
 
 
 def _plan(tree_file: Path, home_dir: Path, timeout: float) -> tuple[list[Any], list[_tree.Step]]:

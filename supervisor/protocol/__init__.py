@@ -7,7 +7,7 @@ id rules (from their module, not the package face, which re-exports this package
 from ._definition import definition_text, read_definition
 from ._dirwatch import ALL, RESCAN, DirectoryWatcher, Watcher, watch_directories, watch_directory
 from ._fileio import write_atomic
-from ._lock import coordinator_serves
+from ._lock import coordinator_serves, lock_holder
 from ._queue import (
     ARCHIVE,
     DIRECTORIES,
@@ -71,6 +71,7 @@ __all__ = [
     "coordinator_serves",
     "definition_text",
     "error_name",
+    "lock_holder",
     "read_definition",
     "request_name",
     "response_name",
