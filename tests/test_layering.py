@@ -237,6 +237,7 @@ COORDINATOR_EXPORTS = [
     "CoordinatorRunning",
     "FileQueue",
     "Forbidden",
+    "HomeUnusable",
     "HttpUnavailable",
     "Journal",
     "Runner",

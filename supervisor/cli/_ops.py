@@ -17,6 +17,7 @@ from rich.markup import escape
 from supervisor.client import AgentDeploymentClient
 from supervisor.coordinator import (
     CoordinatorRunning,
+    HomeUnusable,
     Settings,
     check_http,
     prune_home,
@@ -123,6 +124,8 @@ def serve(
         serve_home(settings, quiet=quiet)
     except CoordinatorRunning as exc:
         fail(str(exc), FAILED)
+    except HomeUnusable as exc:
+        fail(str(exc), USAGE)
 
 
 @app.command()

@@ -24,6 +24,7 @@ from ._runners import Runner, claude_runner, default_runners, demo_runner
 from ._serve import (
     Coordinator,
     CoordinatorRunning,
+    HomeUnusable,
     HttpUnavailable,
     check_http,
     check_ray,
@@ -49,6 +50,7 @@ __all__ = [
     "CoordinatorRunning",
     "FileQueue",
     "Forbidden",
+    "HomeUnusable",
     "HttpUnavailable",
     "Journal",
     "Runner",

@@ -42,6 +42,20 @@ class CoordinatorRunning(ZiggieError):
     """Another coordinator already serves this home."""
 
 
+class HomeUnusable(ZiggieError, ValueError):
+    """The home cannot be a coordinator's home (a file, or a directory we may not use)."""
+
+
+def prepare_home(home: Path) -> None:
+    """Create *home* (0700) if needed, or say in one line why it cannot be one."""
+    if home.exists() and not home.is_dir():
+        raise HomeUnusable(f"home {str(home)!r} is not a directory")
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HomeUnusable(f"home {str(home)!r}: {exc.strerror or exc}") from None
+
+
 class HttpUnavailable(ZiggieError, ValueError):
     """``http`` was asked for, but the optional HTTP extra is not installed."""
 
@@ -170,7 +184,7 @@ async def open_coordinator(
     """
     # It holds the home's lock as `serve` does: clients see that a coordinator serves
     # (they fail fast otherwise, issue 11), and no second coordinator serves the home.
-    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    prepare_home(settings.home)
     with home_lock(settings.home) as mine:
         if not mine:
             raise CoordinatorRunning(f"a coordinator is already running at {settings.home}")
@@ -218,9 +232,10 @@ def coordinator_running(home: Path) -> bool:
 def serve_home(settings: Settings, *, quiet: bool = False) -> None:
     """Serve *settings.home* in the foreground until SIGINT or SIGTERM (``ziggie serve``).
 
-    Raises :class:`CoordinatorRunning` if another coordinator holds the home.
+    Raises :class:`CoordinatorRunning` if another coordinator holds the home,
+    :class:`HomeUnusable` if the home cannot be one (a file, say).
     """
-    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    prepare_home(settings.home)
     with home_lock(settings.home) as mine:
         if not mine:
             raise CoordinatorRunning(f"a coordinator is already running at {settings.home}")
