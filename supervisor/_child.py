@@ -118,6 +118,9 @@ class ChildInfo:
     started_at: float | None  #: wall clock (``time.time()``)
     ended_at: float | None
     value: Any
+    #: Between incarnations and maybe started again: its exit not yet decided on, or a
+    #: restart waiting out its backoff. False once it has ended for good.
+    restart_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,11 +94,11 @@ def _end(
         inc.ended_at = time.time()
         child.state = ChildState.STOPPED  # from any state: this is the end
         if inc.started:
+            if owner is not None and not inc.stop_requested:
+                owner.on_exit(child, inc)  # first: the exit's listeners see it pending
             child.emit(
                 EXIT_EVENTS[outcome], inc, outcome=str(outcome), reason=describe(reason) or None
             )
-            if owner is not None and not inc.stop_requested:
-                owner.on_exit(child, inc)
     finally:
         inc.finished.reach()
         inc.settled.reach()

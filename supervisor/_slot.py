@@ -144,6 +144,7 @@ class ChildSlot:
 
     __slots__ = (
         "current",
+        "deciding",
         "events",
         "incarnations",
         "last_outcome",
@@ -174,6 +175,8 @@ class ChildSlot:
         self.last_reason: BaseException | str | None = None
         # The scope of a restart waiting on its backoff, cancellable (issue 9, item 6).
         self.pending: PendingRestart | None = None
+        # An unrequested exit queued for the supervisor's control loop, not decided on yet.
+        self.deciding = False
 
     def move(self, new: ChildState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -221,6 +224,7 @@ class ChildSlot:
             started_at=inc.started_at if inc else None,
             ended_at=inc.ended_at if inc else None,
             value=self.value(),
+            restart_pending=self.deciding or self.pending is not None,
         )
 
     def value(self) -> Any:

@@ -295,6 +295,7 @@ class Supervisor:
     def on_exit(self, child: ChildSlot, inc: Incarnation) -> None:
         """Queue an unrequested exit for the control loop (kernel-internal)."""
         if not self._closing:
+            child.deciding = True
             self._exits_tx.send_nowait((child, inc))
 
     def on_host_exit(self, exc: BaseException) -> None:
@@ -340,6 +341,7 @@ class Supervisor:
     async def _control_loop(self) -> None:
         with self._control:
             async for child, inc in self._exits_rx:
+                child.deciding = False  # decided below (a restart is then pending) or moot
                 if child.current is not inc or self._closing or child.pending is not None:
                     continue
                 self._handle_exit(child, inc)
@@ -455,6 +457,8 @@ class Supervisor:
         self._control.cancel()
         for restart in list(self._pending):
             restart.cancel()
+        for child in self._children:  # exits still queued are never decided on now
+            child.deciding = False
         while live := [c for c in self._children if c.live]:
             await self._stop_all(live)
         # The subtree is gone with this node: a restart of the node builds it anew.

@@ -287,7 +287,7 @@ def wait(
         if response.code == "not_found":
             fail(f"no agent {agent_id!r}", NOT_FOUND)
         agent = response.agent or {}
-        if response.code is None and agent.get("state") not in _output.LIVE:
+        if response.code is None and _output.ended_for_good(agent):
             why = _output.ending(agent)
             suffix = f" ({escape(why)})" if why else ""
             err.print(f"{escape(agent_id)} {agent.get('state')}{suffix}")

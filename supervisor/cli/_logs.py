@@ -29,9 +29,10 @@ def _tail(path: Path, n: int) -> str:
 
 
 def _agent_live(home: Path, agent_id: str) -> tuple[bool, str | None]:
+    """Whether the agent may still write (running, or restarting), and its current log."""
     response = call(home, "check_agent_status", agent_id, timeout=10)
     agent = response.agent or {}
-    return agent.get("state") in _output.LIVE, response.output_log
+    return not _output.ended_for_good(agent), response.output_log
 
 
 @app.command()
@@ -67,7 +68,8 @@ def logs(
 
 def _follow_log(home: Path, agent_id: str, path: Path, start: int, follow: bool) -> None:
     """Print from *start*; when following, switch to a new incarnation's log, and stop
-    once the agent is no longer running and its log is drained."""
+    once the agent's last incarnation has ended (not between a crash and its restart)
+    and its log is drained."""
     f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - swapped on restart
     try:
         f.seek(start)

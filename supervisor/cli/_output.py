@@ -9,6 +9,14 @@ from rich.tree import Tree
 
 #: States of an agent that is (or may soon be) running: everything else has finished.
 LIVE = ("starting", "running")
+
+
+def ended_for_good(agent: dict[str, Any]) -> bool:
+    """True once the agent's last incarnation has ended and none will follow: not while
+    it runs, nor between a crash and its restart (``restarting``)."""
+    return agent.get("state") not in LIVE and not agent.get("restarting")
+
+
 _COLOUR = {"running": "green", "starting": "green", "failed": "red", "timed_out": "yellow"}
 
 
@@ -76,6 +84,7 @@ def status_lines(agent_id: str, agent: dict[str, Any]) -> list[str]:
         ("parent", agent.get("parent_id")),
         ("children", ", ".join(agent.get("children") or [])),
         ("restarts", agent.get("restarts") or None),
+        ("next", "a restart, after its backoff" if agent.get("restarting") else None),
         ("ended", why),
         ("usage", usage(agent)),
         ("path", agent.get("path")),

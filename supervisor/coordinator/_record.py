@@ -59,6 +59,9 @@ def agent_detail(
         detail["path"] = info.path
         handle = service.rt.whereis(agent_id)
         running = info.state is ChildState.RUNNING
+        if info.state is ChildState.STOPPED and info.restart_pending:
+            # Ended, but not for good: it may run again (a restart waits out its backoff).
+            detail["restarting"] = True
         if running and isinstance(handle, ProcessHandle | RemoteHandle):
             detail["state"] = AgentState.RUNNING
             detail["pid"] = handle.pid
