@@ -107,3 +107,54 @@ def test_serve_keeps_events_jsonl_within_its_size(tmp_path: Path) -> None:
             assert client.check_agent_status("nobody").code == "not_found"
         assert (home / "events.jsonl").stat().st_size <= 8192
         assert (home / "events.jsonl.1").stat().st_size <= 8192
+
+
+def _line(name: str) -> str:
+    return json.dumps({"event": name, "agent_id": "a"}) + "\n"
+
+
+def test_events_follow_goes_on_across_a_rotation(tmp_path: Path) -> None:
+    """``ziggie events -f`` reads the rotated file's lines first, and once the live file is
+    renamed away it finishes it and follows the new one."""
+    import select
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    home.mkdir()
+    events = home / "events.jsonl"
+    (home / "events.jsonl.1").write_text(_line("older"))
+    events.write_text(_line("first"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", "events", "-f", "--home", str(home)],
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen: list[str] = []
+    pending = b""
+
+    def until(name: str) -> None:
+        nonlocal pending
+        deadline = time.monotonic() + 30  # another process's output: a read with a deadline
+        while name not in seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {name!r} in {seen}"
+            if select.select([fd], [], [], left)[0]:
+                pending += os.read(fd, 65536)
+                *lines, pending = pending.split(b"\n")
+                seen.extend(json.loads(line)["event"] for line in lines)
+
+    try:
+        until("first")
+        with open(events, "a") as f:
+            f.write(_line("before-rotation"))
+        os.replace(events, home / "events.jsonl.1")
+        events.write_text(_line("after-rotation"))
+        until("after-rotation")
+        assert seen == ["older", "first", "before-rotation", "after-rotation"]
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()

@@ -14,7 +14,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.tree import Tree
 
 from supervisor.client import AgentDeploymentClient
@@ -38,6 +37,7 @@ from ._common import (
     out,
     run_client,
 )
+from ._output import escape
 from ._specs import SpecError, child_level, complete, load_spec, validate
 
 

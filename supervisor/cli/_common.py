@@ -16,10 +16,11 @@ import anyio
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 
 from supervisor.client import AgentDeploymentClient
 from supervisor.protocol import DeploymentResponse
+
+from ._output import escape
 
 app = typer.Typer(
     name="ziggie",

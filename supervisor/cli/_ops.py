@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.markup import escape
 
 from supervisor.client import AgentDeploymentClient
 from supervisor.coordinator import (
@@ -49,6 +48,7 @@ from ._common import (
     run_client,
     validation_message,
 )
+from ._output import escape
 from ._specs import SpecError, load_tree
 
 ConfigOpt = Annotated[Path | None, typer.Option(help="TOML settings file")]

@@ -4,11 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
+from rich.markup import escape as markup_escape
 from rich.tree import Tree
 
 #: States of an agent that is (or may soon be) running: everything else has finished.
 LIVE = ("starting", "running")
+
+
+def _escapes() -> dict[int, str]:
+    # C0 (but tab and newline), DEL and C1 controls: ESC sequences, 8-bit CSI, bells,
+    # carriage returns that overwrite a line. And the bidirectional overrides and isolates,
+    # which reorder what a reader sees ("Trojan Source", CVE-2021-42574).
+    table = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+    del table[ord("\t")], table[ord("\n")]
+    bidi = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+    table.update({c: f"\\u{c:04x}" for c in bidi})
+    return table
+
+
+_ESCAPES = _escapes()
+
+
+def printable(text: str) -> str:
+    """*text* safe for a terminal: control characters shown as ``\\x1b``-style escapes,
+    bidirectional overrides as ``\\u202e``; tabs and newlines kept."""
+    return text.translate(_ESCAPES)
+
+
+def escape(text: str) -> str:
+    """*text* (anyone's: an agent's name, an error) for rich markup: its brackets and its
+    control sequences both escaped."""
+    return markup_escape(printable(text))
 
 
 def ended_for_good(agent: dict[str, Any]) -> bool:
