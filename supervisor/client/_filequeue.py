@@ -8,16 +8,14 @@ response with a machine-readable ``code``, as the seed's callers expect a respon
 
 from __future__ import annotations
 
-import errno
 import functools
 import json
 import os
-import stat
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -30,15 +28,13 @@ from supervisor.protocol import (
     AgentSpec,
     DeploymentRequest,
     DeploymentResponse,
-    ErrorCode,
     coordinator_serves,
-    error_name,
     request_name,
-    response_name,
     watch_directory,
     write_atomic,
 )
 
+from ._answers import failed, first_error, read_answer
 from ._waiting import AnswerWaits
 
 P = ParamSpec("P")
@@ -123,8 +119,8 @@ class AgentDeploymentClient:
                 target_agent_id=agent_id,
             )
         except ValidationError as exc:
-            return _failed(
-                str(agent_id), "unknown", "Invalid request", _first_error(exc), "invalid_request"
+            return failed(
+                str(agent_id), "unknown", "Invalid request", first_error(exc), "invalid_request"
             )
         return await self.submit(request, timeout=timeout)
 
@@ -192,14 +188,14 @@ class AgentDeploymentClient:
         finally:
             waits.unregister(request_id)
         if not coordinator_serves(self._home):
-            return _failed(
+            return failed(
                 request_id,
                 "unknown",
                 "Request timeout",
                 f"the coordinator stopped serving {self.queue_dir} before answering",
                 "no_coordinator",
             )
-        return _failed(
+        return failed(
             request_id,
             "unknown",
             "Request timeout",
@@ -208,38 +204,7 @@ class AgentDeploymentClient:
         )
 
     def _read_answer(self, request_id: str) -> DeploymentResponse | None:
-        """The answer to *request_id* if one is there (its response, else its error file).
-
-        Whatever is there is read as an attacker may have placed it: never blocking (a
-        FIFO), never through a symlink, never more than :data:`MAX_ANSWER_BYTES`. What
-        cannot be read as an answer is a ``failed`` answer, ``code="invalid_response"``.
-        """
-        name = response_name(request_id)
-        try:
-            raw = _read_file(f"{self._responses}/{name}")
-            if raw is not None:
-                return DeploymentResponse.model_validate(_object(raw))
-            name = error_name(request_id)
-            raw = _read_file(f"{self._responses}/{name}")
-            if raw is None:
-                return None
-            data = _object(raw)
-        except (_Unreadable, ValueError) as exc:  # ValidationError, JSONDecodeError
-            return _failed(
-                request_id,
-                "unknown",
-                "Unreadable answer",
-                f"{name}: {_why(exc)}",
-                "invalid_response",
-            )
-        code = data.get("code")
-        return _failed(
-            request_id,
-            "unknown",
-            "Request processing failed",
-            str(data.get("error", "Unknown error")),
-            code if code == "invalid_request" else None,
-        )
+        return read_answer(self._responses, request_id)
 
     def _no_coordinator(self, request_id: str, agent_id: str) -> DeploymentResponse:
         where = self.queue_dir
@@ -248,7 +213,7 @@ class AgentDeploymentClient:
             hint = f" ({where} looks like a home: its queue is {where / 'agent-queue'})"
         elif not where.is_dir():
             hint = " (no such directory)"
-        return _failed(
+        return failed(
             request_id,
             agent_id,
             "No coordinator",
@@ -270,64 +235,6 @@ class AgentDeploymentClient:
         self.close()
 
 
-#: The largest answer file a client reads (a list of every agent stays far below it).
-MAX_ANSWER_BYTES: Final = 64 * 2**20
-
-
-class _Unreadable(Exception):
-    """An answer file that is no answer: a FIFO, a symlink, a device, too large."""
-
-
-def _read_file(path: str) -> bytes | None:
-    """The bytes of the regular file *path*, or None if there is none.
-
-    Opened non-blocking and without following a symlink, then checked with ``fstat``:
-    a FIFO renamed in would otherwise block the reader, and the event loop with it.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _Unreadable("a symlink, not a regular file") from None
-        raise _Unreadable(f"cannot open it: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _Unreadable("not a regular file")
-        chunks = []
-        left = MAX_ANSWER_BYTES + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        if left <= 0:
-            raise _Unreadable(f"larger than {MAX_ANSWER_BYTES} bytes")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise _Unreadable(f"cannot read it: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-
-
-def _object(raw: bytes) -> dict[str, Any]:
-    data = json.loads(raw)
-    if not isinstance(data, dict):
-        raise _Unreadable("the JSON document is not an object")
-    return data
-
-
-def _why(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return f"not an answer: {_first_error(exc)}"
-    if isinstance(exc, json.JSONDecodeError):
-        return f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-    return str(exc)
-
-
 def _request_json(request: DeploymentRequest) -> str:
     """The request's JSON. A spec's ``timeout_seconds`` left unset is left out: the
     coordinator then gives a child its parent's remaining time (a top-level agent gets the
@@ -338,25 +245,6 @@ def _request_json(request: DeploymentRequest) -> str:
     data = request.model_dump(mode="json")
     del data["agent_spec"]["timeout_seconds"]
     return json.dumps(data, indent=2)
-
-
-def _failed(
-    request_id: str, agent_id: str, message: str, error: str, code: ErrorCode | None = None
-) -> DeploymentResponse:
-    return DeploymentResponse(
-        request_id=request_id,
-        status="failed",
-        agent_id=agent_id,
-        message=message,
-        error=error,
-        code=code,
-    )
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(x) for x in err["loc"])
-    return f"{where}: {err['msg']}" if where else str(err["msg"])
 
 
 class _LoopThread:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from actors import ProcessHandle
 from supervisor import Supervisor, is_valid_id
-from supervisor.protocol import AgentSpec
+from supervisor.protocol import AgentSpec, ErrorCode
 
 from ._agents import check_deployable
 from ._confinement import literal_root
@@ -33,6 +33,11 @@ _NEXT = {"L1": "L2", "L2": "L3"}
 
 class IdOwned(AgentRefused):
     """The id is known under another parent: answered ``conflict``, never re-parented."""
+
+
+def refusal_code(exc: Exception) -> ErrorCode:
+    """``conflict`` for an id of another parent, ``refused`` for any other broken rule."""
+    return "conflict" if isinstance(exc, IdOwned) else "refused"
 
 
 def check_owner(service: AgentService, agent_id: str, parent_id: str | None) -> None:

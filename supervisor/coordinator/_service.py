@@ -26,13 +26,7 @@ from supervisor import (
     ZiggieError,
     describe,
 )
-from supervisor.protocol import (
-    AgentSpec,
-    DeploymentRequest,
-    DeploymentResponse,
-    ErrorCode,
-    RayPlacement,
-)
+from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
 
 from . import _nesting, _placed, _record
 from ._agents import AgentHome, agent_child_spec, contained_spec, drop_stopped
@@ -195,7 +189,7 @@ class AgentService:
             try:
                 supervisor, child = self._prepare(spec, request.parent_agent, request.request_id)
             except (AgentRefused, ValueError) as exc:
-                code: ErrorCode = "conflict" if isinstance(exc, _nesting.IdOwned) else "refused"
+                code = _nesting.refusal_code(exc)
                 return reply(
                     request, "failed", spec.id, "Deployment refused", error=str(exc), code=code
                 )
