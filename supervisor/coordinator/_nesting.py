@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from actors import ProcessHandle
 from supervisor import Supervisor, is_valid_id
-from supervisor.protocol import AgentSpec, ErrorCode
+from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, ErrorCode
 
 from ._agents import check_deployable
 from ._confinement import literal_root
@@ -22,7 +22,7 @@ from ._globs import WORK_LIMIT, BadPattern, TooLarge, normalize, within
 from ._placed import host_of
 from ._programs import beneath, executables
 from ._ray import RemoteHandle
-from ._replies import AgentRefused
+from ._replies import AgentRefused, reply
 from ._runners import resolve_argv
 
 if TYPE_CHECKING:
@@ -35,9 +35,11 @@ class IdOwned(AgentRefused):
     """The id is known under another parent: answered ``conflict``, never re-parented."""
 
 
-def refusal_code(exc: Exception) -> ErrorCode:
-    """``conflict`` for an id of another parent, ``refused`` for any other broken rule."""
-    return "conflict" if isinstance(exc, IdOwned) else "refused"
+def refused(request: DeploymentRequest, agent_id: str, exc: Exception) -> DeploymentResponse:
+    """A deploy refused: ``conflict`` for an id of another parent, ``refused`` for any
+    other broken rule (the message names the field)."""
+    code: ErrorCode = "conflict" if isinstance(exc, IdOwned) else "refused"
+    return reply(request, "failed", agent_id, "Deployment refused", error=str(exc), code=code)
 
 
 def check_owner(service: AgentService, agent_id: str, parent_id: str | None) -> None:
@@ -257,6 +259,7 @@ def placement(
         parent = AgentSpec.model_validate(row["spec"])
         left = remaining_time(service.rt, parent_agent, row)
         check_child(parent, spec, _family(service, parent, spec, left))
+        check_owner(service, spec.id, parent_agent)
         if host is not None:
             return host, parent_agent
         assert isinstance(handle, ProcessHandle)

@@ -189,10 +189,7 @@ class AgentService:
             try:
                 supervisor, child = self._prepare(spec, request.parent_agent, request.request_id)
             except (AgentRefused, ValueError) as exc:
-                code = _nesting.refusal_code(exc)
-                return reply(
-                    request, "failed", spec.id, "Deployment refused", error=str(exc), code=code
-                )
+                return _nesting.refused(request, spec.id, exc)
             try:
                 if isinstance(supervisor, RemoteHandle):  # a child of a placed agent
                     return await _placed.deploy_request(self, request, supervisor, spec)
@@ -364,7 +361,6 @@ class AgentService:
         """Check *spec* under its parent, write its definition, record it in the journal
         (the child spec is None under a placed agent: its host builds and checks it)."""
         supervisor, parent_id = _nesting.placement(self, parent_agent, spec)
-        _nesting.check_owner(self, spec.id, parent_id)
         child: ChildSpec | None = None
         if isinstance(supervisor, RemoteHandle):
             pass  # its host builds and checks the child spec
