@@ -84,6 +84,7 @@ def serve(
         list[str] | None,
         typer.Option(
             "--http-host",
+            metavar="<host>",
             help="A host name the API also answers to (repeatable; on 0.0.0.0 the first"
             " is the URL agents get)",
         ),
