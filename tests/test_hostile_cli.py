@@ -39,11 +39,19 @@ def _no_traceback(result: subprocess.CompletedProcess[bytes]) -> None:
 
 
 def _one_request(queue: Path) -> str:
-    """The id of the first request a client writes into *queue*."""
+    """The id of the first request a client writes into *queue* (its file renamed in, not
+    the writer's hidden temp file)."""
     requests = queue / "requests"
-    until_files_sync([requests], lambda: any(requests.iterdir()), 30, "a request")
-    name = next(requests.iterdir()).name
-    return name.removesuffix(".request.json")
+
+    def written() -> list[str]:
+        return [
+            p.name
+            for p in requests.iterdir()
+            if p.name.endswith(".request.json") and not p.name.startswith(".")
+        ]
+
+    until_files_sync([requests], lambda: bool(written()), 30, "a request")
+    return written()[0].removesuffix(".request.json")
 
 
 # -- an answer the client cannot read is a failed answer with a code ------------------------
