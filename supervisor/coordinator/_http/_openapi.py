@@ -36,10 +36,15 @@ def _problems(*codes: int) -> dict[str, Any]:
         421: "Host not served here",
         422: "Invalid input, or the deploy was refused",
     }
+    # A 403 may come from the service too (an agent acting outside its subtree): then it
+    # is a refusal, a problem that is also the failed DeploymentResponse.
+    either = {"anyOf": [_ref("Refusal"), _ref("Problem")]}
     return {
         str(code): {
             "description": titles[code],
-            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+            "content": {
+                "application/problem+json": {"schema": either if code == 403 else _ref("Problem")}
+            },
         }
         for code in codes
     }
