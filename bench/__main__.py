@@ -1,11 +1,12 @@
 """``make bench``: every benchmark table, one after the other."""
 
-from bench import dashboard, filequeue, http, kernel, nesting, process, ray
+from bench import confinement, dashboard, filequeue, http, kernel, nesting, process, ray
 
 
 def main() -> None:
     kernel.main()
     process.main()
+    confinement.main()
     filequeue.main()
     nesting.main()
     http.main()
