@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 
 from ._procfs import read_stat, wait_gone
-from ._proctree import _KILL_ROUNDS, _KILL_WAIT, StopReport
+from ._proctree import KILL_ROUNDS, KILL_WAIT, StopReport
 
 
 def log_path_for(log_dir: Path, agent_id: str) -> Path:
@@ -33,7 +33,7 @@ async def stop_processes(pids: Iterable[int], grace: float) -> StopReport:
         alive = set(report.terminated)
         sig = signal.SIGTERM
         wait = grace
-        for _ in range(_KILL_ROUNDS + 1):
+        for _ in range(KILL_ROUNDS + 1):
             if not alive:
                 break
             for pid in alive:
@@ -46,7 +46,7 @@ async def stop_processes(pids: Iterable[int], grace: float) -> StopReport:
                 report.killed = sorted(set(report.killed) | alive)
             elif alive:
                 report.killed = sorted(alive)
-            sig, wait = signal.SIGKILL, _KILL_WAIT
+            sig, wait = signal.SIGKILL, KILL_WAIT
         report.left = sorted(alive)
     report.seconds = time.perf_counter() - t0
     return report

@@ -25,7 +25,7 @@ from supervisor import (
 
 from ._confine import Confinement
 from ._logfile import RotatingLog, pump
-from ._proctree import _KILL_ROUNDS, ProcessTree, StopReport
+from ._proctree import KILL_ROUNDS, ProcessTree, StopReport
 
 #: How long output may keep draining once the whole tree is verified gone.
 _DRAIN_SECONDS = 5.0
@@ -313,8 +313,8 @@ async def _stop(
         )
     if report.killed:
         ctx.emit("killed", pid=tree.pid, pids=report.killed)
-    if report.left:  # issue 9, item 5: a bounded stop says what it could not kill
-        ctx.emit("stop_gave_up", pid=tree.pid, left=report.left, rounds=_KILL_ROUNDS)
+    if report.left:  # a bounded stop says what it could not kill
+        ctx.emit("stop_gave_up", pid=tree.pid, left=report.left, rounds=KILL_ROUNDS)
 
 
 async def _drain(scope: anyio.CancelScope, read_fd: int, log: RotatingLog) -> None:

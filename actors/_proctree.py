@@ -56,10 +56,10 @@ from ._subreaper import (
     seen_starts,
 )
 
-#: SIGKILL rounds a stop tries before it reports what it could not kill (issue 9, item 5).
-_KILL_ROUNDS: Final = 5
+#: SIGKILL rounds a stop tries before it reports what it could not kill.
+KILL_ROUNDS: Final = 5
 #: Seconds each SIGKILL round waits for its processes to go.
-_KILL_WAIT: Final = 1.0
+KILL_WAIT: Final = 1.0
 
 
 @dataclass(slots=True)
@@ -90,7 +90,7 @@ class ProcessTree:
     ) -> None:
         self.agent_id = agent_id
         #: The runtime token its processes carry (``ZIGGIE_RUNTIME``): a coordinator
-        #: passes its home's, so a successor finds them (issue 10, item 4).
+        #: passes its home's, so a successor finds them.
         self.token = token or _watchdog.token()
         full_env = {
             **env,
@@ -218,8 +218,8 @@ class ProcessTree:
         The group and the leader get SIGTERM at once; ``/proc`` is read again once the
         leader is gone, to find what remains (group members still dying, escapees).
         Runs to completion whatever the caller's cancellation (shielded): a half-done stop
-        is how orphans are made. Bounded all the same (issue 9, item 5): after
-        ``_KILL_ROUNDS`` rounds of SIGKILL, what still lives (an unkillable process, in
+        is how orphans are made. Bounded all the same: after
+        ``KILL_ROUNDS`` rounds of SIGKILL, what still lives (an unkillable process, in
         uninterruptible sleep) is reported in ``report.left`` instead of waited for.
         """
         if self.cgroup is not None:
@@ -237,7 +237,7 @@ class ProcessTree:
                 self._signal((self.pid,), signal.SIGTERM if grace > 0 else signal.SIGKILL)
                 # Brutal: the group has SIGKILL, so its leader goes at once; the tree is
                 # read once it has, not while all of it is still dying.
-                with anyio.move_on_at(deadline if grace > 0 else deadline + _KILL_WAIT):
+                with anyio.move_on_at(deadline if grace > 0 else deadline + KILL_WAIT):
                     await self.wait()
             rounds = 0
             while True:
@@ -247,7 +247,7 @@ class ProcessTree:
                 members = self.live_members()
                 if not members:
                     break
-                if rounds >= _KILL_ROUNDS:
+                if rounds >= KILL_ROUNDS:
                     report.left = sorted(members)
                     break
                 if anyio.current_time() < deadline:
@@ -261,10 +261,10 @@ class ProcessTree:
                     rounds += 1
                     report.killed = sorted(set(report.killed) | members)
                     self._signal(members, signal.SIGKILL)
-                    with anyio.move_on_after(_KILL_WAIT):
+                    with anyio.move_on_after(KILL_WAIT):
                         await wait_gone(members)
             if self.pid not in report.left:
-                with anyio.move_on_after(_KILL_WAIT):
+                with anyio.move_on_after(KILL_WAIT):
                     await self.wait()
             reap_orphans()
         live_groups.pop(self.pgid, None)
@@ -274,7 +274,7 @@ class ProcessTree:
         return report
 
     async def _stop_cgroup(self, grace: float) -> StopReport:
-        """SIGTERM, grace, then ``cgroup.kill``; verified by ``populated 0`` (issue 15).
+        """SIGTERM, grace, then ``cgroup.kill``; verified by ``populated 0``.
 
         Brutal kill is the one write. The leader's pidfd is waited for as well only while
         the cgroup does not list it: a stop may come before the shim has joined, and
@@ -315,19 +315,19 @@ class ProcessTree:
                         self._signal_each((self.pid,), signal.SIGKILL, held)  # join, fork
                     cg.kill()  # one write: every process of the cgroup, forks included
                     if self.pid in left:
-                        with anyio.move_on_after(_KILL_WAIT):
+                        with anyio.move_on_after(KILL_WAIT):
                             await self.wait()  # usually the last to go: then all are
-                    empty = await cg.wait_empty(_KILL_WAIT * _KILL_ROUNDS)
+                    empty = await cg.wait_empty(KILL_WAIT * KILL_ROUNDS)
                 if not self._reap_leader():
                     # populated 0 comes as it leaves the cgroup, a moment before its exit
-                    with anyio.move_on_after(_KILL_WAIT):
+                    with anyio.move_on_after(KILL_WAIT):
                         await self.wait()
                 if not empty or self.returncode is None:
                     alive = {self.pid} if self.returncode is None else set()
                     report.left = sorted(cg.pids() | alive)
             finally:
                 # After the leader: its orphans are ours by then.
-                await reap_held(held, wait=_KILL_WAIT if empty else 0)
+                await reap_held(held, wait=KILL_WAIT if empty else 0)
             if empty:
                 cg.remove()
         live_groups.pop(self.pgid, None)

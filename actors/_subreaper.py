@@ -32,7 +32,7 @@ def _prctl(option: int, arg: int) -> bool:
 def become_subreaper() -> bool:
     """Make this process the child subreaper of its descendants (Linux; idempotent).
 
-    An explicit choice of the host (issue 10, item 7), never a side effect of spawning:
+    An explicit choice of the host, never a side effect of spawning:
     a subreaper inherits every orphan of its subtree, the host's own included. ``ziggie
     serve`` makes it by default (setting ``subreaper``). Without it, a stop still finds
     an agent's escapees by their marker and runtime token across ``/proc`` (a full scan
@@ -54,7 +54,7 @@ def is_subreaper() -> bool:
 live_groups: dict[int, str] = {}
 #: Every process ever seen as an agent's member, pid -> start time: only these are ours
 #: to reap, so a host application's own subprocesses keep their exit statuses, also
-#: when one of them gets a pid an agent's process once had (issue 10, item 7).
+#: when one of them gets a pid an agent's process once had.
 seen_starts: dict[int, int] = {}
 
 

@@ -45,7 +45,7 @@ def token() -> str:
     its environment: an agent, or a test run that set one) gets a token of that family,
     ``<inherited>.<fresh>``, never the inherited one itself: its watchdog's sweep must not
     reach its parent's agents, while whoever owns the family can still recognise it by
-    prefix (issue 10, item 5: a test run checks only its own processes).
+    prefix (a test run checks only its own processes).
     """
     global _token
     if _token is None:
@@ -73,7 +73,7 @@ def detach() -> None:
 
     For a runtime hosted by a supervisor that kills its workers' *children* when a worker
     dies: Ray's raylet does (``kill_child_processes_on_worker_exit``), and would take the
-    watchdog before its sweep, leaving the agents' ``setsid`` escapees to init (issue 14).
+    watchdog before its sweep, leaving the agents' ``setsid`` escapees to init.
     """
     global _detached
     _detached = True
@@ -144,7 +144,7 @@ _cgroups: set[str] = set()
 
 
 def watch_cgroup(path: str) -> None:
-    """Kill the whole cgroup *path* (``cgroup.kill``) if this runtime dies (issue 15)."""
+    """Kill the whole cgroup *path* (``cgroup.kill``) if this runtime dies."""
     if path not in _cgroups:
         _cgroups.add(path)
         _send(f"c{path}\n")
@@ -156,7 +156,7 @@ def unwatch(pgid: int) -> None:
 
 def watch_token(tok: str) -> None:
     """Sweep every process carrying *tok* if this runtime dies: for helpers that are not
-    agents, such as a private Ray head started for a coordinator (issue 14)."""
+    agents, such as a private Ray head started for a coordinator."""
     if tok not in _tokens and tok != token():
         _tokens.add(tok)
         _send(f"t{tok}\n")

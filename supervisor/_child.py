@@ -2,7 +2,7 @@
 running child sees (``ChildContext``), and the protocols a node sees of its runtime.
 
 The kernel's imports run one way: ``_child`` <- ``_slot`` <- ``_supervisor`` <- ``_runtime``;
-the runtime is seen below it only through :class:`RuntimeView` (issue 8, item 2).
+the runtime is seen below it only through :class:`RuntimeView`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class _Ignore:
 
 #: Return this from a start function, before calling ``ctx.started()``, to decline to start
 #: (OTP's ``ignore``): nothing runs and the start of siblings goes on. The spec is kept,
-#: except a temporary child's, which is dropped as OTP does (issue 9, item 9).
+#: except a temporary child's, which is dropped as OTP does.
 IGNORE: Final = _Ignore()
 
 StartFn = Callable[["ChildContext"], Awaitable[Any]]
@@ -112,7 +112,7 @@ class ChildInfo:
     level: str | None
     incarnation: int
     restarts: int
-    #: How the latest *ended* incarnation ended, also while a newer one runs (issue 9).
+    #: How the latest *ended* incarnation ended, also while a newer one runs.
     last_outcome: Outcome | None
     reason: str | None  #: the reason of that ended incarnation
     started_at: float | None  #: wall clock (``time.time()``)

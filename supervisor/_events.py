@@ -70,7 +70,7 @@ class EventLog:
 
     Listeners run synchronously inside whichever task emits, so each one is isolated:
     an error in a listener is reported as its own ``listener_failed`` event and never
-    reaches kernel code or the child that emitted (issue 9, item 7).
+    reaches kernel code or the child that emitted.
     """
 
     def __init__(self, logger: Any | None = None, *, enabled: bool = True) -> None:

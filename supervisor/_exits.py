@@ -1,5 +1,5 @@
 """How a child's run ended, whatever escaped it: the classification the kernel's total
-incarnation runner relies on (issue 9, items 1-3 and 8).
+incarnation runner relies on, whatever a child raises.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def without_cancelled(exc: BaseException) -> BaseException | None:
     """*exc* with the backend's cancellation split out (as trio's own ``_core`` does).
 
     A child's task group may end as ``[Cancelled, ValueError]`` when its cleanup raises
-    during a stop (issue 9, item 1): the error is the child's, the cancellation ours.
+    during a stop: the error is the child's, the cancellation ours.
     """
     cancelled = anyio.get_cancelled_exc_class()
     if isinstance(exc, BaseExceptionGroup):
@@ -61,7 +61,7 @@ def classify(
         # children ended, exits with reason shutdown, so a transient supervisor child is
         # not restarted by its parent.
         return Outcome.SHUTDOWN, rest, None
-    # Any other BaseException is an abnormal exit of the child (issue 9, item 2).
+    # Any other BaseException is an abnormal exit of the child.
     return Outcome.ERROR, rest, None
 
 

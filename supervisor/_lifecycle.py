@@ -37,7 +37,7 @@ class Owner(Protocol):
 async def run_incarnation(child: ChildSlot, inc: Incarnation, owner: Owner) -> None:
     """Run one incarnation; it reaches its end in a ``finally`` whatever escapes it.
 
-    Issue 9, items 1-3: errors mixed with cancellation, ``BaseException`` subclasses and
+    Total: errors mixed with cancellation, ``BaseException`` subclasses and
     errors raised while stopping all end the incarnation. The host's ``KeyboardInterrupt``
     or ``SystemExit`` goes to ``owner.on_host_exit`` (the supervisor stops its tree, then
     raises it), not up this task: asyncio would let it escape the loop at once, with the
@@ -114,7 +114,7 @@ async def start_in_order(
 
     Each child is spawned from its predecessor's ``settled`` milestone, so a long list
     starts without waking the supervisor between children. The chain never raises into
-    the child whose milestone runs it: its errors go to this task (issue 9, item 7).
+    the child whose milestone runs it: its errors go to this task.
     """
     pending = deque(children)
     done = anyio.Event()

@@ -167,7 +167,7 @@ class Intensity:
 
 class SupervisorOptions(TypedDict, total=False):
     """The keyword options of every supervisor builder (``open_runtime``,
-    ``open_supervisor``, ``supervisor_spec``), spelled once (issue 8, item 5)::
+    ``open_supervisor``, ``supervisor_spec``), spelled once::
 
         supervisor_spec("w", children, strategy=Strategy.ONE_FOR_ALL, max_restarts=3)
     """

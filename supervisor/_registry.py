@@ -1,9 +1,9 @@
 """The registry one runtime owns and hands to each of its supervisors.
 
 It maps every child id in the tree to its slot and the supervisor holding it, and each
-node id to the supervisor opened inside it (so ``Runtime.tree`` is complete, issue 9).
+node id to the supervisor opened inside it (so ``Runtime.tree`` is complete).
 It is generic over both, so it depends on nothing else of the kernel: supervisors import
-it, the runtime owns it, and neither reaches into the other (issue 8, item 2).
+it, the runtime owns it, and neither reaches into the other.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ class Runtime:
         """A nested snapshot of the whole tree, for display and status replies.
 
         It includes the children of every supervisor opened inside a node, also a worker
-        that opened one with ``open_supervisor(ctx)`` (issue 9).
+        that opened one with ``open_supervisor(ctx)``.
         """
         return self._snapshot(self.name, self.name, None)
 

@@ -96,7 +96,7 @@ class Incarnation:
         self.started_at: float | None = None
         self.ended_at: float | None = None
         # The node's own deadline is a stop too: its cleanup gets the shutdown spec's
-        # grace after it, never more (issue 9, item 4).
+        # grace after it, never more.
         self.cleanup_deadline = deadline + grace if deadline != math.inf else math.inf
         self.cleanup_scopes: list[anyio.CancelScope] = []
 
@@ -111,7 +111,7 @@ class Incarnation:
 
 class PendingRestart:
     """A restart scheduled for a group of slots: cancellable while it stops the group's
-    other members and waits out its backoff (issue 9, item 6)."""
+    other members and waits out its backoff (OTP-9549)."""
 
     __slots__ = ("failed", "members", "scope")
 
@@ -173,7 +173,7 @@ class ChildSlot:
         # How the latest ended incarnation ended: kept across restarts for status.
         self.last_outcome: Outcome | None = None
         self.last_reason: BaseException | str | None = None
-        # The scope of a restart waiting on its backoff, cancellable (issue 9, item 6).
+        # The scope of a restart waiting on its backoff, cancellable.
         self.pending: PendingRestart | None = None
         # An unrequested exit queued for the supervisor's control loop, not decided on yet.
         self.deciding = False

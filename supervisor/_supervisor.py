@@ -9,12 +9,12 @@ cancel every task of a group at the same instant.
 
 Every state change is synchronous (no ``await`` inside), so the event loop serializes
 them and no lock is held across a backoff, a child's start or a stop; a child's
-:class:`ChildState` and its pending restart guard the operations that wait (issue 9,
-item 6, as OTP-9549: a supervisor busy restarting still answers calls).
+:class:`ChildState` and its pending restart guard the operations that wait (as
+OTP-9549: a supervisor busy restarting still answers calls).
 
 Why this file is over 400 lines: the public API, the restart logic and the block
 (``open_supervisor``) all change one child list and one closing state; split apart they
-would reach into each other's privates (issue 8, item 2). What does not need that state
+would reach into each other's privates. What does not need that state
 already lives beside it: ``_lifecycle`` (running), ``_slot`` (records), ``_exits``.
 """
 
@@ -178,7 +178,7 @@ class Supervisor:
         inc = self._spawn(child)
         await inc.settled.wait()
         result = self._settle(child, inc)
-        if result is not IGNORE:  # issue 9, item 11
+        if result is not IGNORE:  # an ignored start is not a running child
             child.emit("restarted", inc, restarts=child.restarts)
         return result
 
@@ -277,7 +277,7 @@ class Supervisor:
         if inc.ignored:
             child.emit("ignored", inc)
             if child.spec.restart is Restart.TEMPORARY:
-                self._remove(child)  # OTP drops a temporary spec on ignore (issue 9, item 9)
+                self._remove(child)  # OTP drops a temporary spec on ignore
             return IGNORE
         if not inc.started:
             child.emit("start_failed", inc, reason=describe(inc.reason))

@@ -276,7 +276,7 @@ async def test_a_stop_that_cannot_kill_gives_up_and_says_what_is_left(
     monkeypatch.setattr(proctree.ProcessTree, "_signal_each", no_kill)
     monkeypatch.setattr(proctree.os, "killpg", no_killpg)
     monkeypatch.setattr(AgentCgroup, "kill", lambda self: None)  # cgroup.kill, dropped too
-    monkeypatch.setattr(proctree, "_KILL_WAIT", 0.05)
+    monkeypatch.setattr(proctree, "KILL_WAIT", 0.05)
     ready = tmp_path / "ready"
     spec = process_spec(
         "stubborn", [sys.executable, BEHAVE, "ignore_term", str(ready)], shutdown=Shutdown(0.1)
@@ -335,7 +335,7 @@ async def test_a_stray_sweep_that_cannot_kill_gives_up_and_says_what_is_left(
             real_kill(pid, sig)
 
     monkeypatch.setattr(os, "kill", no_kill)
-    monkeypatch.setattr(proctree, "_KILL_WAIT", 0.05)
+    monkeypatch.setattr(proctree, "KILL_WAIT", 0.05)
     try:
         with recording() as (events, seen):
             async with open_runtime(events=events) as rt:

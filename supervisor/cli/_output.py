@@ -105,7 +105,7 @@ def status_lines(agent_id: str, agent: dict[str, Any]) -> list[str]:
     why = ending(agent)
     facts: list[tuple[str, Any]] = [
         ("pid", agent.get("pid")),
-        # A placed agent, or one in a placed agent's host (issue 14): where it runs.
+        # A placed agent, or one in a placed agent's host: where it runs.
         ("node", _node(agent)),
         ("parent", agent.get("parent_id")),
         ("children", ", ".join(agent.get("children") or [])),

@@ -2,7 +2,7 @@
 
 The wire models ignore unknown fields (newer peers stay readable), which is right for the
 protocol and wrong for a file a person typed: ``comand:`` was silently dropped and the
-demo agent ran instead of the user's command (issue 11). So the CLI checks every key
+demo agent ran instead of the user's command. So the CLI checks every key
 against the models' fields before validating, and says ``did you mean 'command'?``.
 
 A tree file (``ziggie apply``) is ``agents:``, a list of specs each with optional

@@ -1,6 +1,6 @@
 """Waiting for answer files: many waiters, one directory watch, no lost wake-up.
 
-Issue 11: with the old hand-over, the waiter reading the watch woke *one* other waiter when
+With a plain hand-over, the waiter reading the watch woke *one* other waiter when
 it left, which could already be awake or about to return with its own answer; then
 nobody read the watch any more and 460-730 of 1,000 concurrent calls timed out although
 their answer files existed.

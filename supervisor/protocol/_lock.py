@@ -2,7 +2,7 @@
 
 A coordinator holds ``<home>/coordinator.lock`` with an exclusive ``flock`` while it
 serves; the kernel drops the lock when the process dies, however it dies. A client probes
-it before writing a request, so a mistyped path fails at once (issue 11) instead of
+it before writing a request, so a mistyped path fails at once instead of
 waiting out its timeout beside a queue nobody reads.
 """
 

@@ -20,7 +20,7 @@ RESPONSE_SUFFIX: Final = ".response.json"
 ERROR_SUFFIX: Final = ".error.json"
 
 #: In a coordinator's home (the queue's parent): the file it holds locked (flock,
-#: exclusive) for as long as it serves. Clients probe it to fail fast (issue 11).
+#: exclusive) for as long as it serves. Clients probe it to fail fast.
 LOCK_NAME: Final = "coordinator.lock"
 #: In a coordinator's home: where its HTTP API answers (``{"url": ..., "pid": ...}``),
 #: while it serves one.

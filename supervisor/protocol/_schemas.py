@@ -180,7 +180,7 @@ def _memory(value: Any) -> int:
 
 
 class Limits(_Model):
-    """Resource limits of an agent's cgroup (issue 15): refused where not enforceable."""
+    """Resource limits of an agent's cgroup: refused where not enforceable."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -203,7 +203,7 @@ class Limits(_Model):
 
 
 class RayPlacement(_Model):
-    """Where a placed agent runs (issue 14): a Ray actor hosting it and its subtree."""
+    """Where a placed agent runs: a Ray actor hosting it and its subtree."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -244,7 +244,7 @@ class AgentSpec(_Model):
         description="Extra environment",
         json_schema_extra={"propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"}},
     )
-    # Issue 10, item 1: the agent's own restart intensity and backoff (None: the
+    # The agent's own restart intensity and backoff (None: the
     # coordinator's defaults). Past its intensity an agent is given up, alone.
     max_restarts: StrictInt | None = Field(
         default=None, ge=0, description="Restarts allowed within max_seconds"
