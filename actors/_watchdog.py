@@ -14,6 +14,7 @@ imports nothing of ours.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -113,6 +114,20 @@ def _ensure() -> subprocess.Popen[bytes]:
                     _proc.stdin.write("".join(f"t{t}\n" for t in sorted(_tokens)).encode())
                     _proc.stdin.flush()
         return _proc
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """At a normal exit, hang up as a crash would (the watchdog sweeps what is left, which
+    after a clean stop is nothing) and see it go: no watchdog outlives its runtime, and
+    no warning says a subprocess was left running."""
+    proc = _proc
+    if proc is None or _detached or proc.stdin is None:
+        return
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 def _send(line: str) -> None:
