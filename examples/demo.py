@@ -160,12 +160,19 @@ async def main() -> int:
     counts: dict[str, int] = {}
     for name, _ in seen:
         counts[name] = counts.get(name, 0) + 1
+    # What the kernel held every agent process to (the ``spawned`` events say it).
+    confined = {
+        f["confinement"].get("mechanism", "none")
+        for n, f in seen
+        if n == "spawned" and f.get("confinement")
+    }
     console.print(
         "\n[bold]summary[/]: 5 agents in 3 levels; "
         f"{counts.get('spawned', 0)} processes spawned, {counts.get('restarted', 0)} restart, "
         f"{counts.get('timed_out', 0)} timeout, {counts.get('terminated', 0)} terminations; "
         f"cascade stop of overwatch took {cascade * 1000:.0f} ms; "
-        f"{len(seen)} events; processes left: {len(left)}; "
+        f"{len(seen)} events; every agent confined by {', '.join(sorted(confined)) or 'nothing'};"
+        f" processes left: {len(left)}; "
         f"total {time.monotonic() - t0:.1f} s"
     )
     return 1 if left else 0
