@@ -12,6 +12,8 @@ import psutil
 import pytest
 import yaml
 
+from actors import landlock_abi
+
 from .queue_helpers import reap_descendants, serve_process
 from .waiting import until_text
 
@@ -190,4 +192,9 @@ def test_the_demo() -> None:
     ]
     assert ends.index("scout-a") < ends.index("analyst-a")  # children first
     assert ends[-3:] == ["scout-b", "analyst-b", "overwatch"]
-    assert "processes left: 0" in " ".join(result.stderr.split())
+    summary = " ".join(result.stderr.split())
+    assert "processes left: 0" in summary
+    if landlock_abi() >= 6:  # the demo's agents run confined, and say so
+        assert "every agent confined by landlock abi" in summary
+        confined = [e["confinement"] for e in events if e["event"] == "spawned"]
+        assert all(c["mechanism"].startswith("landlock abi") for c in confined)
