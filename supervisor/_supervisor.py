@@ -116,7 +116,6 @@ class Supervisor:
         ](math.inf)
         self._control = anyio.CancelScope()
         self._closing = False
-        self._stopped = anyio.Event()
         self._host_exit: BaseException | None = None
         self._auto_exit: AutoShutdownExit | None = None  # set once it shut itself down
         self.cancelled = anyio.get_cancelled_exc_class()
@@ -208,10 +207,6 @@ class Supervisor:
     @property
     def closing(self) -> bool:
         return self._closing
-
-    async def wait_stopped(self) -> None:
-        """Return once this supervisor has stopped all its children for good."""
-        await self._stopped.wait()
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -466,7 +461,6 @@ class Supervisor:
             self._registry.discard(child.spec.id, child)
         self._exits_tx.close()
         self._exits_rx.close()
-        self._stopped.set()
 
 
 @asynccontextmanager

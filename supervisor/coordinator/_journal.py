@@ -301,9 +301,6 @@ class Journal:
             (*fields.values(), agent_id),
         )
 
-    def remove_agent(self, agent_id: str) -> None:
-        self._write("DELETE FROM agents WHERE agent_id = ?", (agent_id,))
-
     def agent(self, agent_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT * FROM agents WHERE agent_id = ?", (agent_id,)).fetchone()
         return None if row is None else _agent_row(row)

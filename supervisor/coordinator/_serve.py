@@ -221,14 +221,6 @@ def home_lock(home: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def coordinator_running(home: Path) -> bool:
-    """True if a coordinator serves *home* now (it holds the lock). Creates nothing."""
-    if not (home / LOCK_NAME).exists():
-        return False
-    with home_lock(home) as free:
-        return not free
-
-
 def serve_home(settings: Settings, *, quiet: bool = False) -> None:
     """Serve *settings.home* in the foreground until SIGINT or SIGTERM (``ziggie serve``).
 

@@ -74,11 +74,6 @@ class Tokens:
         self._current[agent_id] = digest
         return token
 
-    def revoke(self, agent_id: str) -> None:
-        digest = self._current.pop(agent_id, None)
-        if digest is not None:
-            self._agents.pop(digest, None)
-
     def who(self, authorization: str | None) -> Caller | None:
         """The caller of an ``Authorization: Bearer <token>`` header, or None."""
         if not authorization:

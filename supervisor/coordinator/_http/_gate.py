@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from starlette.responses import Response
@@ -19,7 +18,6 @@ from ._metrics import Metrics
 from ._models import Problem
 
 PROBLEM: Final = "application/problem+json"
-_GATE_HEADERS: Final = frozenset({b"host", b"authorization", b"content-length"})
 #: Served without a token: the page holds no data; every API call it makes needs one.
 _PUBLIC: Final = frozenset(
     {"/v1/health", "/", "/static/index.html", "/static/app.js", "/static/style.css"}
@@ -41,9 +39,6 @@ def problem(
 ) -> Response:
     body = Problem(title=title, status=status, detail=detail, field=field)
     return Response(body.model_dump_json(exclude_none=True), status, media_type=PROBLEM)
-
-
-Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class Gate:

@@ -138,10 +138,6 @@ class HttpTransport:
         self._read_timeout = settings.http_read_timeout
         self.connections = Connections(settings.http_max_connections)
 
-    @property
-    def operator_token(self) -> str:
-        return self.tokens._operator.decode()
-
     def agent_env(self, spec: AgentSpec) -> dict[str, str]:
         """``ZIGGIE_URL`` and a fresh ``ZIGGIE_AGENT_TOKEN`` for the agent being deployed."""
         if not self.url:
