@@ -236,3 +236,28 @@ def test_recovery_resends_answers_whose_files_were_lost(tmp_path: Path) -> None:
     assert sorted(resent[0]["request_ids"]) == sorted(
         p.name.removesuffix(".response.json") for p in (lost, emptied)
     )
+
+
+def test_sqlite_errors_are_judged_by_their_code_not_their_text(tmp_path: Path) -> None:
+    """A locked database may pass (transient); a broken statement never does, whatever
+    its message says."""
+    import sqlite3
+
+    from supervisor.coordinator._loading import transient
+
+    db = tmp_path / "j.sqlite3"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    other = sqlite3.connect(db, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            other.execute("INSERT INTO t VALUES (1)")
+        assert transient(locked.value)
+        with pytest.raises(sqlite3.OperationalError) as broken:  # words without meaning
+            sqlite3.connect(":memory:").execute("SELECT * FROM locked_full_unable_to_open")
+        assert not transient(broken.value)
+        assert not transient(sqlite3.OperationalError("database or disk is full"))
+    finally:
+        other.close()
+        holder.close()

@@ -87,10 +87,7 @@ def run_client(home: Path, job: Callable[[Any], Awaitable[Any]], parent: str = "
             token = Remote.token or os.environ.get("ZIGGIE_API_TOKEN")
             token = token or os.environ.get("ZIGGIE_AGENT_TOKEN") or _home_token(home)
             async with HttpAgentClient(url, token, parent_agent=parent) as remote:
-                try:
-                    return await job(remote)
-                except AttributeError as exc:
-                    fail(f"not available over HTTP ({exc.name}): use --home", USAGE)
+                return await job(remote)
         async with client_for(home, parent) as client:
             return await job(client)
 

@@ -42,13 +42,20 @@ _OPEN: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_
 FLOOR: Final = 64 * 1024
 
 
+#: SQLite's results that waiting may cure: a full disk, a busy or locked database, a file
+#: it could not open (no descriptor left).
+_TRANSIENT_SQLITE: Final = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN}
+)
+
+
 def transient(exc: BaseException) -> bool:
     """True for an error that waiting may cure (a full disk, fd exhaustion)."""
     if isinstance(exc, OSError):
         return exc.errno in TRANSIENT_ERRNOS
-    if isinstance(exc, sqlite3.OperationalError):  # "database or disk is full", "locked"
-        text = str(exc)
-        return "full" in text or "locked" in text or "unable to open" in text
+    if isinstance(exc, sqlite3.Error):  # by SQLite's primary result code, never its text
+        code = getattr(exc, "sqlite_errorcode", None)  # absent on an error not from SQLite
+        return code is not None and (code & 0xFF) in _TRANSIENT_SQLITE
     return False
 
 
