@@ -6,7 +6,7 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Unpack
@@ -111,6 +111,7 @@ def process_spec(
     token: str | None = None,
     limits: Mapping[str, str] | None = None,
     confinement: Confinement | None = None,
+    environment: Callable[[ChildContext], Mapping[str, str]] | None = None,
     **options: Unpack[SpecOptions],
 ) -> ChildSpec:
     """A child spec that runs *argv* (exactly, no shell) as a supervised process tree.
@@ -126,7 +127,9 @@ def process_spec(
     ``memory``, ``cpu``, ``pids`` with the file's syntax); a start is refused where the
     controller is missing (:class:`CgroupError`). *confinement* is enforced by the kernel
     on every incarnation before it runs (:class:`Confinement`); a kernel that cannot
-    enforce it refuses the start (:class:`ConfinementError`).
+    enforce it refuses the start (:class:`ConfinementError`). *environment(ctx)* adds
+    variables for one incarnation, asked as it starts (its trace context, say); what it
+    set for the previous incarnation is dropped first.
     """
     argv = list(argv)
     if not argv or not argv[0]:
@@ -154,8 +157,18 @@ def process_spec(
         confinement=confinement,
     )
 
+    own: list[bytes] = []  # what *environment* set for the previous incarnation
+
     async def start(ctx: ChildContext) -> None:
         environ[b"ZIGGIE_INCARNATION"] = str(ctx.incarnation).encode()
+        if environment is not None:
+            extra = environment(ctx)
+            for name in own:
+                environ.pop(name, None)
+            own.clear()
+            for key, value in extra.items():
+                own.append(os.fsencode(key))
+                environ[own[-1]] = os.fsencode(value)
         delay = _SPAWN_RETRY_FIRST
         while True:
             try:

@@ -29,6 +29,7 @@ from supervisor.protocol import (
     DeploymentRequest,
     DeploymentResponse,
     coordinator_serves,
+    current_trace_context,
     request_name,
     watch_directory,
     write_atomic,
@@ -143,6 +144,10 @@ class AgentDeploymentClient:
         """
         if not coordinator_serves(self._home):
             return self._no_coordinator(request.request_id, agent_id)
+        if request.traceparent is None:  # what it causes continues the caller's trace
+            parent, state = current_trace_context()
+            if parent is not None:
+                request = request.model_copy(update={"traceparent": parent, "tracestate": state})
         waits = self._watch()  # watch before writing: no answer can slip past
         path = f"{self._requests}/{request_name(request.request_id)}"
         write_atomic(path, _request_json(request))
@@ -240,9 +245,11 @@ def _request_json(request: DeploymentRequest) -> str:
     coordinator then gives a child its parent's remaining time (a top-level agent gets the
     seed's default, 300 s)."""
     spec = request.agent_spec
+    # Without a trace context the file is the seed's, field for field.
+    untraced = {"traceparent", "tracestate"} if request.traceparent is None else None
     if spec is None or "timeout_seconds" in spec.model_fields_set:
-        return request.model_dump_json(indent=2)
-    data = request.model_dump(mode="json")
+        return request.model_dump_json(indent=2, exclude=untraced)
+    data = request.model_dump(mode="json", exclude=untraced)
     del data["agent_spec"]["timeout_seconds"]
     return json.dumps(data, indent=2)
 

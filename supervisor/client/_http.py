@@ -17,7 +17,13 @@ import anyio
 import httpx
 from pydantic import ValidationError
 
-from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, ErrorCode
+from supervisor.protocol import (
+    AgentSpec,
+    DeploymentRequest,
+    DeploymentResponse,
+    ErrorCode,
+    current_trace_context,
+)
 
 _CODES: dict[int, ErrorCode] = {
     401: "unauthorized",
@@ -140,7 +146,9 @@ class HttpAgentClient:
     ) -> DeploymentResponse:
         try:
             with anyio.fail_after(timeout):
-                response = await self._http().request(method, path, **kwargs)
+                response = await self._http().request(
+                    method, path, headers=_trace_headers(), **kwargs
+                )
         except TimeoutError:
             return _failed(
                 agent_id, "Request timeout", f"No response within {timeout:g} seconds", "timeout"
@@ -168,6 +176,14 @@ class HttpAgentClient:
             str(detail),
             _CODES.get(response.status_code, "internal"),
         )
+
+
+def _trace_headers() -> dict[str, str]:
+    """The caller's trace context (W3C headers): what a call causes continues its trace."""
+    parent, state = current_trace_context()
+    if parent is None:
+        return {}
+    return {"traceparent": parent, "tracestate": state} if state else {"traceparent": parent}
 
 
 def _failed(agent_id: str, message: str, error: str, code: ErrorCode) -> DeploymentResponse:

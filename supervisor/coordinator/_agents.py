@@ -6,7 +6,7 @@ import dataclasses
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -16,6 +16,7 @@ from actors import cgroup_controllers, log_path_for, process_spec
 from supervisor import (
     AutoShutdown,
     Backoff,
+    ChildContext,
     ChildSpec,
     ChildState,
     Restart,
@@ -197,9 +198,11 @@ def agent_child_spec(
     nested: bool = True,
     extra_env: Mapping[str, str] | None = None,
     token: str | None = None,
+    environment: Callable[[ChildContext], Mapping[str, str]] | None = None,
 ) -> ChildSpec:
     """Validate *spec*, write its definition file, compile its confinement, and return
-    the child spec that runs it."""
+    the child spec that runs it. *environment* adds each incarnation's own variables
+    (its ``TRACEPARENT``) as it starts."""
     s = settings or Settings()
     definition = home.definitions / f"{spec.id}.md"
     argv = check_deployable(spec, resolve_argv(spec, definition, runners, s.default_runner))
@@ -249,6 +252,7 @@ def agent_child_spec(
         token=token,
         limits=_limits(spec, best_effort=s.limits_best_effort),
         confinement=confinement,
+        environment=environment,
     )
 
 

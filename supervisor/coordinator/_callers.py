@@ -151,7 +151,10 @@ def attributed(caller: Caller, request: DeploymentRequest) -> DeploymentRequest:
 
 
 def fingerprint(request: DeploymentRequest) -> str:
-    """What *request* asks, as a digest (its id, stamp and version left out): a request
-    id names one request of one caller, and a replay must ask the same."""
-    text = request.model_dump_json(exclude={"version", "request_id", "timestamp"})
+    """What *request* asks, as a digest (its id, stamp, version and trace context left
+    out): a request id names one request of one caller, and a replay must ask the same
+    (a retry sent from another span of the caller is still the same request)."""
+    text = request.model_dump_json(
+        exclude={"version", "request_id", "timestamp", "traceparent", "tracestate"}
+    )
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

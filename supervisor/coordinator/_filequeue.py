@@ -56,6 +56,7 @@ from ._queues import (
     resend_answers,
 )
 from ._service import AgentService
+from ._tracing import request_span
 
 _RETRY_FIRST: Final = 0.05
 _RETRY_MAX: Final = 5.0
@@ -346,8 +347,21 @@ class FileQueue:
             self._archive(queue, path, name)
             return
         try:
-            answer = await self.service.handle(request, queue.caller)
-            write_atomic(response_name(request.request_id), answer.body, dir_fd=queue.responses)
+            with request_span(
+                self.service.tracing,
+                "file_queue",
+                queue.caller,
+                request.action,
+                traceparent=request.traceparent,
+                tracestate=request.tracestate,
+            ) as span:
+                span.set("ziggie.request_id", request.request_id)
+                answer = await self.service.handle(request, queue.caller)
+                write_atomic(response_name(request.request_id), answer.body, dir_fd=queue.responses)
+                if answer.response is not None:
+                    span.set("gen_ai.agent.id", answer.response.agent_id)
+                    span.set("ziggie.status", answer.response.status)
+                    span.set("ziggie.code", answer.response.code)
         finally:
             self.budget.give(held)
         self._archive(queue, path, name)

@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS agents (
     outcome     TEXT,
     reason      TEXT,
     started_at  REAL,
-    ended_at    REAL
+    ended_at    REAL,
+    trace       TEXT
 );
 CREATE INDEX IF NOT EXISTS agents_by_parent ON agents (parent_id);
 CREATE TABLE IF NOT EXISTS meta (
@@ -70,6 +71,11 @@ CREATE TABLE IF NOT EXISTS meta (
 _ADDED_COLUMNS = {
     "caller": "ALTER TABLE requests ADD COLUMN caller TEXT NOT NULL DEFAULT ''",
     "fingerprint": "ALTER TABLE requests ADD COLUMN fingerprint TEXT",
+}
+#: The same for the agents table. ``trace`` (JSON): the W3C context an agent's spans hang
+#: under and its latest span, so recovery continues its trace (see ``_tracing``).
+_ADDED_AGENT_COLUMNS = {
+    "trace": "ALTER TABLE agents ADD COLUMN trace TEXT",
 }
 
 
@@ -130,6 +136,10 @@ class Journal:
     def _migrate(self) -> None:
         have = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
         for column, alter in _ADDED_COLUMNS.items():
+            if column not in have:
+                self._db.execute(alter)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}
+        for column, alter in _ADDED_AGENT_COLUMNS.items():
             if column not in have:
                 self._db.execute(alter)
 

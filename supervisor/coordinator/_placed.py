@@ -9,10 +9,10 @@ starts it, and kept current by the events its host's proxy brings back.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from supervisor import ChildSpec, ChildState, Restart, Shutdown
+from supervisor import ChildContext, ChildSpec, ChildState, Restart, Shutdown
 from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
 
 from ._ray import PlacementRefused, RemoteExit, RemoteHandle, placed_spec
@@ -38,9 +38,14 @@ def host_settings(settings: Settings) -> str:
 
 
 def placed_child(
-    service: AgentService, spec: AgentSpec, parent_id: str | None, env: Mapping[str, str]
+    service: AgentService,
+    spec: AgentSpec,
+    parent_id: str | None,
+    env: Mapping[str, str],
+    environment: Callable[[ChildContext], Mapping[str, str]] | None = None,
 ) -> ChildSpec:
-    """The proxy node of *spec*, placed as it asks; refused if it cannot be placed."""
+    """The proxy node of *spec*, placed as it asks; refused if it cannot be placed.
+    *environment* adds each incarnation's own variables (its trace context)."""
     placement = spec.placement
     assert isinstance(placement, RayPlacement)
     engine = service.ray
@@ -66,6 +71,7 @@ def placed_child(
         (str(service.home.root), service.token, host_settings(s), s.ray_lease),
         parent_id=parent_id,
         env=env,
+        environment=environment,
         restart=Restart(spec.restart) if spec.restart else Restart.TEMPORARY,
         shutdown=Shutdown.parse(spec.shutdown),
         timeout=float(spec.timeout_seconds),

@@ -19,6 +19,7 @@ from ._placed import node_fields
 from ._ray import RemoteHandle
 from ._replies import not_found, reply
 from ._states import AgentState
+from ._tracing import trace_fields
 
 if TYPE_CHECKING:
     from ._service import AgentService
@@ -54,6 +55,7 @@ def agent_detail(
     }
     if with_spec:  # a status reply shows it; a list of a thousand agents does not
         detail["spec"] = row["spec"]
+    detail.update(trace_fields(row, service.settings.trace_url))  # its trace, and a link
     if agent_id in service.rt:
         info = service.rt.info(agent_id)
         detail["path"] = info.path

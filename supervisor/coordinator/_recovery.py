@@ -30,6 +30,8 @@ async def recover_agents(service: AgentService) -> None:
     if report is not None and report.left:  # issue 9, item 5: bounded, and says so
         events.emit("strays_left", pids=report.left, killed=report.killed)
     for row in left:
+        if service.tracing is not None:  # its span never ended: end it, under its own ids
+            service.tracing.lost(row)
         service.journal.update_agent(
             row["agent_id"],
             state=AgentState.LOST,

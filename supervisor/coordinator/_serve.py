@@ -14,7 +14,7 @@ import resource
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,7 @@ from ._recovery import recover_agents
 from ._runners import Runner
 from ._service import AgentService
 from ._settings import Settings
+from ._tracing import open_tracer, trace_config
 
 
 class CoordinatorRunning(ZiggieError):
@@ -71,6 +72,12 @@ class Coordinator:
         runners: Mapping[str, Runner] | None = None,
     ) -> None:
         self.service = AgentService(runtime, settings, runners=runners)
+        tracing = trace_config(settings)  # off unless asked for: then, and only then, the SDK
+        #: How spans leave (``"otlp http/protobuf"``), for ``coordinator_ready``; None: off.
+        self.tracing = tracing and f"{','.join(tracing.exporters)} {tracing.protocol}"
+        if tracing is not None:
+            self.service.tracing = open_tracer(tracing, self.service.journal)
+            self.service.agent_env.append(self.service.tracing.agent_env)
         self.http: HttpTransport | None = None
         if settings.http is not None:
             try:
@@ -106,8 +113,12 @@ class Coordinator:
         # We hold the home's lock: an http.json there is a dead coordinator's.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(service.home.root / HTTP_FILE)
+        tracing = service.tracing
         try:
-            with service.rt.events.listen(service.on_event):
+            with (
+                service.rt.events.listen(service.on_event),
+                service.rt.events.listen(tracing.on_event) if tracing else nullcontext(),
+            ):
                 try:
                     if service.ray is not None:  # a head starts in seconds: off the loop
                         await anyio.to_thread.run_sync(service.ray.connect)
@@ -132,6 +143,7 @@ class Coordinator:
                             spawns=spawn_mechanism(),  # how agents join their cgroups
                             confinement=mechanism(service.settings.confinement == "best_effort"),
                             ray=service.ray.cluster if service.ray else None,
+                            tracing=self.tracing,
                         )
                         task_status.started()
                 finally:
@@ -141,6 +153,9 @@ class Coordinator:
                             await anyio.to_thread.run_sync(service.ray.close)
         finally:
             self.filequeue.close()
+            if tracing is not None:  # the last spans, within a bound (never if it is down)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(tracing.close)
             service.close()
 
 

@@ -41,6 +41,7 @@ from ._replies import AgentRefused, cause, not_found, reply, unknown_action, wra
 from ._runners import Runner, default_runners
 from ._settings import Settings
 from ._states import AgentState
+from ._tracing import Tracing
 from ._usage import UsageCache
 
 #: Actions that change something: recorded before they act, so a crash is found later.
@@ -83,6 +84,8 @@ class AgentService:
         #: latest host of each placed agent.
         self.ray: RayEngine | None = None
         self.hosts: dict[str, RemoteHandle] = {}
+        #: The agents' spans (set by the coordinator when tracing is on; None: off, free).
+        self.tracing: Tracing | None = None
         #: How the previous coordinator of this home ended (issue 10, items 6 and 12).
         self.previous_run = self.journal.begin_run()
         #: Set once recovery is done; requests wait for it (none races a recovering id).
@@ -318,7 +321,9 @@ class AgentService:
         spec = recorded_spec(row)
         self._placing.add(agent_id)
         try:
-            supervisor, child = self._prepare(spec, row["parent_id"] or "Ziggie", row["request_id"])
+            supervisor, child = self._prepare(
+                spec, row["parent_id"] or "Ziggie", row["request_id"], redeploy=True
+            )
             if isinstance(supervisor, RemoteHandle) or child is None:
                 raise AgentRefused(f"{agent_id!r} runs in a placed agent: restart that agent")
             handle: ProcessHandle | RemoteHandle = await self._start(supervisor, child, spec)
@@ -356,16 +361,18 @@ class AgentService:
         return {k: v for provide in self.agent_env for k, v in provide(spec).items()}
 
     def _prepare(
-        self, spec: AgentSpec, parent_agent: str, request_id: str | None
+        self, spec: AgentSpec, parent_agent: str, request_id: str | None, *, redeploy: bool = False
     ) -> tuple[Supervisor | RemoteHandle, ChildSpec | None]:
         """Check *spec* under its parent, write its definition, record it in the journal
-        (the child spec is None under a placed agent: its host builds and checks it)."""
+        (the child spec is None under a placed agent: its host builds and checks it);
+        *redeploy*: the same agent again, in the same trace."""
         supervisor, parent_id = _nesting.placement(self, parent_agent, spec)
+        traced = self.tracing.environment if self.tracing is not None else None
         child: ChildSpec | None = None
         if isinstance(supervisor, RemoteHandle):
             pass  # its host builds and checks the child spec
         elif isinstance(spec.placement, RayPlacement):
-            child = _placed.placed_child(self, spec, parent_id, self.agent_env_of(spec))
+            child = _placed.placed_child(self, spec, parent_id, self.agent_env_of(spec), traced)
         else:
             child = agent_child_spec(
                 spec,
@@ -375,6 +382,7 @@ class AgentService:
                 settings=self.settings,
                 extra_env=self.agent_env_of(spec),
                 token=self.token,
+                environment=traced,
             )
         self.journal.add_agent(
             spec.id,
@@ -384,6 +392,8 @@ class AgentService:
             request_id=request_id,
             restart=str(child.restart if child else spec.restart or Restart.TEMPORARY),
         )
+        if self.tracing is not None:
+            self.tracing.placed(spec, parent_id, redeploy=redeploy)
         return supervisor, child
 
     # -- views and the journal's record (see ._record) --------------------------------

@@ -81,6 +81,27 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Names of the coordinator's environment variables agents inherit",
     )
+    # -- OpenTelemetry traces: off unless these (or their OTEL_* variables) turn them on --
+    otel_traces_exporter: str | None = Field(
+        default=None, description="otlp, console, or none (else OTEL_TRACES_EXPORTER)"
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="The collector's base URL (else OTEL_EXPORTER_OTLP_ENDPOINT)"
+    )
+    otel_exporter_otlp_protocol: Literal["http/protobuf", "grpc"] | None = Field(
+        default=None, description="http/protobuf or grpc (else OTEL_EXPORTER_OTLP_PROTOCOL)"
+    )
+    otel_service_name: str | None = Field(
+        default=None, description="service.name of the spans (else OTEL_SERVICE_NAME, ziggie)"
+    )
+    otel_resource_attributes: str | None = Field(
+        default=None, description="key=value,... (else OTEL_RESOURCE_ATTRIBUTES)"
+    )
+    trace_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]*\{trace_id\}[^\s]*$",
+        description="Link to a trace for the dashboard: an http(s) URL with {trace_id}",
+    )
     # -- housekeeping (issue 11): a coordinator left running for days stays bounded --
     retain_answers_seconds: float = Field(
         default=86_400, gt=0, description="Keep answers (responses/, journal) this long"

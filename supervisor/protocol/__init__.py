@@ -39,6 +39,14 @@ from ._schemas import (
     Status,
     validation_summary,
 )
+from ._tracecontext import (
+    current_trace_context,
+    format_traceparent,
+    parse_traceparent,
+    trace_id_of,
+    valid_traceparent,
+    valid_tracestate,
+)
 
 __all__ = [
     "ALL",
@@ -69,12 +77,18 @@ __all__ = [
     "Status",
     "Watcher",
     "coordinator_serves",
+    "current_trace_context",
     "definition_text",
     "error_name",
     "lock_holder",
+    "format_traceparent",
+    "parse_traceparent",
     "read_definition",
     "request_name",
     "response_name",
+    "trace_id_of",
+    "valid_traceparent",
+    "valid_tracestate",
     "validation_summary",
     "watch_directories",
     "watch_directory",

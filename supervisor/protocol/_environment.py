@@ -6,7 +6,8 @@ deploys, an agent included, so it may not name a variable that chooses which pro
 library code runs (a ``PATH`` of one's own picks what "git" is), that runs code when an
 interpreter or a tool starts (``PYTHONWARNINGS``, ``NODE_OPTIONS``, ``BASH_ENV``,
 ``BROWSER``, ``GIT_*``), or that the runtime sets itself (``HOME``, ``TMPDIR``,
-``ZIGGIE_*``).
+``ZIGGIE_*``, and ``TRACEPARENT``/``TRACESTATE``: a spec cannot put an agent in another
+trace).
 """
 
 from __future__ import annotations
@@ -57,9 +58,11 @@ FORBIDDEN_ENV: Final = frozenset(
         "LESSCLOSE",
         "SSH_ASKPASS",
         "SUDO_ASKPASS",
-        # the agent's own, set by the runtime
+        # the agent's own, set by the runtime: its home, and its place in the trace
         "HOME",
         "TMPDIR",
+        "TRACEPARENT",
+        "TRACESTATE",
     }
 )
 #: Prefixes of the same kinds: the dynamic loader's (glibc, macOS), exported shell

@@ -29,6 +29,7 @@ from pydantic import (
 from supervisor._ids import validate_id
 
 from ._environment import check_env_name
+from ._tracecontext import valid_traceparent, valid_tracestate
 
 PROTOCOL_VERSION = "1.0"
 
@@ -278,6 +279,17 @@ class AgentSpec(_Model):
         return value
 
 
+#: Trace context fields: read leniently (W3C: a value that does not parse is ignored).
+TraceParent = Annotated[
+    str | None,
+    BeforeValidator(valid_traceparent),
+    WithJsonSchema({"type": "string", "example": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}),
+]
+TraceState = Annotated[
+    str | None, BeforeValidator(valid_tracestate), WithJsonSchema({"type": "string"})
+]
+
+
 def _target_needed(action: str) -> dict[str, Any]:
     return {
         "if": {"properties": {"action": {"const": action}}, "required": ["action"]},
@@ -319,6 +331,9 @@ class DeploymentRequest(_Model):
     action: Action
     agent_spec: AgentSpec | None = None
     target_agent_id: SafeId | None = None
+    # -- additions: the caller's W3C trace context; a malformed one is ignored (None) --
+    traceparent: TraceParent = Field(default=None, description="W3C traceparent of the caller")
+    tracestate: TraceState = Field(default=None, description="W3C tracestate of the caller")
 
     @model_validator(mode="after")
     def _action_has_its_arguments(self) -> DeploymentRequest:

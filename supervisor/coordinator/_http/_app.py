@@ -318,4 +318,6 @@ def create_app(
     """The ASGI app of the API for *service*."""
     api = Api(service, tokens, hub, metrics)
     router = Router(routes=api.routes(), default=not_found)
-    return Gate(Methods(router), tokens, metrics, hosts=hosts, max_body=max_body)
+    return Gate(
+        Methods(router), tokens, metrics, hosts=hosts, max_body=max_body, tracing=service.tracing
+    )

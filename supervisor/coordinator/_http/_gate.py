@@ -13,11 +13,15 @@ from typing import Any, Final
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .._callers import Caller
+from .._tracing import Tracing
 from ._auth import Tokens
 from ._metrics import Metrics
 from ._models import Problem
 
 PROBLEM: Final = "application/problem+json"
+#: Not traced: a stream that lasts for hours, and scrapes.
+_UNTRACED: Final = frozenset({"/v1/events", "/metrics"})
 #: Served without a token: the page holds no data; every API call it makes needs one.
 _PUBLIC: Final = frozenset(
     {"/v1/health", "/", "/static/index.html", "/static/app.js", "/static/style.css"}
@@ -55,8 +59,11 @@ class Gate:
         *,
         hosts: set[str],
         max_body: int,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
+        #: Spans of the API's requests (None: tracing is off, and this costs one check).
+        self.tracing = tracing
         self.tokens = tokens
         self.metrics = metrics
         self.hosts = hosts
@@ -79,6 +86,7 @@ class Gate:
             )
             return
         path: str = scope["path"]
+        who = None
         if path not in _PUBLIC:  # a wrong method on a public path is a 405, not a 401
             auth = headers.get(b"authorization")
             who = self.tokens.who(auth.decode("latin-1") if auth else None)
@@ -100,6 +108,44 @@ class Gate:
                 )
                 return
         receive = _capped(receive, self.max_body)
+        if self.tracing is None or who is None or path in _UNTRACED:
+            await self._serve(scope, receive, send, t0)
+        else:
+            await self._traced(self.tracing, who, scope, receive, send, t0)
+
+    async def _traced(
+        self, tracing: Tracing, who: Caller, scope: Scope, receive: Receive, send: Send, t0: float
+    ) -> None:
+        """Serve within the request's span: a child of the caller's ``traceparent``
+        header, else (an agent's call) of the agent's own span."""
+        headers = dict(scope["headers"])
+        state = headers.get(b"tracestate")
+        method: str = scope["method"]
+        status = 0
+
+        async def sent(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with tracing.request(
+            "http",
+            who,
+            method,
+            traceparent=headers.get(b"traceparent", b"").decode("latin-1") or None,
+            tracestate=state.decode("latin-1") if state else None,
+            server=True,
+        ) as span:
+            await self._serve(scope, receive, sent, t0)
+            route = getattr(scope.get("route"), "path", None)
+            span.rename(f"{method} {route}" if route else method)
+            span.set("http.request.method", method)
+            span.set("http.route", route)
+            span.set("url.path", scope["path"])
+            span.set("http.response.status_code", status)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, t0: float) -> None:
         try:
             await self.app(scope, receive, send)
         except ApiError as exc:

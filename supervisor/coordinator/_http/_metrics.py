@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from supervisor.protocol import REQUEST_SUFFIX, REQUESTS
 
 from .._service import AgentService
+from .._tracing import Tracing
 
 #: Content type of the Prometheus text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -52,6 +53,30 @@ class _Gauges(Collector):
         yield depth
 
 
+class _TraceCounters(Collector):
+    """The exporter's counters: spans exported, and dropped (queue full, export failed,
+    left at a stop): a collector that is down shows here, and nowhere else."""
+
+    def __init__(self, tracing: Tracing) -> None:
+        self.tracing = tracing
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        stats = self.tracing.stats()
+        exported = CounterMetricFamily(
+            "ziggie_trace_spans_exported", "Spans the trace exporter delivered"
+        )
+        exported.add_metric([], stats["exported"])
+        yield exported
+        dropped = CounterMetricFamily(
+            "ziggie_trace_spans_dropped",
+            "Spans never delivered, by reason (queue_full, export_failed, shutdown)",
+            labels=["reason"],
+        )
+        for reason in ("queue_full", "export_failed", "shutdown"):
+            dropped.add_metric([reason], stats[reason])
+        yield dropped
+
+
 class Metrics:
     """The coordinator's metrics; ``on_event`` is a runtime event listener."""
 
@@ -76,6 +101,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_Gauges(service))
+        if service.tracing is not None:
+            self.registry.register(_TraceCounters(service.tracing))
 
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         if fields.get("kind") != "worker":

@@ -70,6 +70,7 @@ def placed_spec(
     *,
     parent_id: str | None,
     env: Mapping[str, str],
+    environment: Callable[[ChildContext], Mapping[str, str]] | None = None,
     restart: Restart,
     shutdown: Shutdown,
     timeout: float | None,
@@ -78,7 +79,8 @@ def placed_spec(
     meta: Mapping[str, Any],
     on_start: Callable[[RemoteHandle], None] | None = None,
 ) -> ChildSpec:
-    """A child spec whose incarnations run the agent in a new host actor each."""
+    """A child spec whose incarnations run the agent in a new host actor each;
+    *environment(ctx)* adds each one's own variables (its trace context)."""
 
     async def start(ctx: ChildContext) -> None:
         ray = engine.ray
@@ -95,7 +97,10 @@ def placed_spec(
                         engine.kill(actor)
                         actor = engine.host(actor_options, *host_args, fresh=True)
                         where = await engine.call(actor.node.remote())
-                    info = await engine.call(actor.start.remote(spec_json, parent_id, dict(env)))
+                    own = environment(ctx) if environment is not None else {}
+                    info = await engine.call(
+                        actor.start.remote(spec_json, parent_id, {**env, **own})
+                    )
             except TimeoutError:
                 raise RemoteExit(
                     f"no node took {agent_id!r} within {start_timeout} s (is the cluster busy?)"

@@ -1,0 +1,458 @@
+"""One span per agent incarnation, one per request: the tracer of a coordinator
+(OpenTelemetry: imported only when tracing is on).
+
+Where a span hangs, as the tree does: an incarnation of a child agent is a child of its
+parent agent's live incarnation; one of a top-level agent is a child of the request that
+deployed it (itself a child of the caller's ``traceparent``, or a new trace). A restarted
+incarnation is a new span linked to the one it replaces. The journal keeps, per agent,
+the context its spans hang under and its latest span, so a coordinator that recovers
+after ``kill -9`` ends the spans its predecessor left open (under their own ids) and goes
+on in the same trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
+
+from supervisor import ChildContext, __version__
+from supervisor.protocol import AgentSpec, format_traceparent, parse_traceparent
+
+from .._callers import Caller
+from .._journal import Journal
+from ._config import RequestSpan, TraceConfig
+from ._export import ForcedIds, provider
+
+#: Events that end an incarnation, and those that may be its first word (a remote one's
+#: process is reported by its host: its span begins with what comes home first).
+_ENDS: Final = frozenset({"exited", "terminated", "timed_out", "start_failed", "ignored"})
+_OPENS: Final = frozenset({"spawned", "started", "placed"})
+#: Fields every event carries: the span's attributes already say them.
+_COMMON: Final = frozenset(
+    {"agent_id", "parent_id", "level", "path", "incarnation", "kind", "name", "placement"}
+)
+_MAX_TEXT: Final = 1024
+_LOST: Final = "coordinator stopped unexpectedly"
+
+
+def _text(value: object, limit: int = _MAX_TEXT) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _traceparent(ctx: SpanContext) -> str:
+    return format_traceparent(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", int(ctx.trace_flags))
+
+
+def _remote(traceparent: object, tracestate: object = None) -> SpanContext | None:
+    """A span context from W3C strings (None if they do not parse)."""
+    parsed = parse_traceparent(traceparent)
+    if parsed is None:
+        return None
+    trace_id, span_id, flags = parsed
+    try:
+        state = TraceState.from_header([tracestate]) if isinstance(tracestate, str) else None
+    except Exception:
+        state = None
+    return SpanContext(
+        int(trace_id, 16),
+        int(span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(flags & 0xFF),
+        trace_state=state,
+    )
+
+
+def _under(parent: SpanContext | None) -> Context:
+    """The context a span starts in: under *parent*, or a new trace (never the ambient
+    context, which may hold some request's span)."""
+    if parent is None:
+        return Context()
+    return trace.set_span_in_context(NonRecordingSpan(parent), Context())
+
+
+def _attribute(value: Any) -> Any:
+    """*value* as a span attribute, or None where it has no faithful form."""
+    if isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, list | tuple) and value:
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value[:256])
+        if all(isinstance(v, str) for v in value):
+            return tuple(_text(v, 256) for v in value[:64])
+    return None
+
+
+def _event_attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in fields.items():
+        if key not in _COMMON and (converted := _attribute(value)) is not None:
+            out[key] = converted
+    return out
+
+
+@dataclass(slots=True)
+class _Live:
+    number: int  #: the incarnation
+    span: Span
+    started: float
+
+
+@dataclass(slots=True)
+class _Agent:
+    """What the tracer keeps of one agent (and mirrors in its journal row's ``trace``)."""
+
+    agent_id: str
+    name: str
+    level: str
+    restart: str
+    parent_id: str | None
+    #: What its incarnations hang under (a top-level agent's deploy request; a child's
+    #: parent span when it was deployed, used only if no parent incarnation is live).
+    parent: SpanContext | None
+    #: The request that deployed it, when it is not the parent: linked from its first span.
+    cause: SpanContext | None = None
+    #: Its latest incarnation's span: the next incarnation links to it.
+    last: SpanContext | None = None
+    live: _Live | None = None
+
+
+class _Annotated:
+    """A request span, as a transport annotates it."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def set(self, key: str, value: str | int | bool | None) -> None:
+        if value is not None:
+            self.span.set_attribute(key, _text(value) if isinstance(value, str) else value)
+
+    def rename(self, name: str) -> None:
+        self.span.update_name(_text(name, 256))
+
+
+class AgentTracer:
+    """The spans of one coordinator's agents and requests (see the module's docstring).
+
+    Every method runs on the event loop's thread; none waits: a finished span goes to a
+    bounded queue that a thread of its own exports (``_export``). Nothing here may fail
+    an agent's start: :meth:`environment` answers ``{}`` on any error, and counts it.
+    """
+
+    def __init__(self, config: TraceConfig, journal: Journal) -> None:
+        self._config = config
+        self._ids = ForcedIds()
+        self._provider, self._processors = provider(config, self._ids)
+        self._tracer = self._provider.get_tracer("ziggie", __version__)
+        self._journal = journal
+        self._agents: dict[str, _Agent] = {}
+        self.errors = 0  #: spans we failed to make (a bug): an agent started without one
+
+    # -- agents ------------------------------------------------------------------------
+
+    def placed(self, spec: AgentSpec, parent_id: str | None, *, redeploy: bool) -> None:
+        current = trace.get_current_span().get_span_context()
+        request = current if current.is_valid else None  # the transport's request span
+        known = self._agents.get(spec.id)
+        if known is not None and known.live is not None:
+            self._finish(known, {"outcome": "shutdown", "reason": "replaced"})
+        recorded = _recorded(self._journal.agent(spec.id)) if redeploy and known is None else {}
+        if redeploy:  # the same agent again (recovery, a restart of a stopped one)
+            parent = known.parent if known else recorded.get("parent")
+            last = known.last if known else recorded.get("span")
+            cause = None
+        else:
+            parent = request if parent_id is None else self._span_of(parent_id)
+            last, cause = None, request
+        agent = _Agent(
+            spec.id,
+            _text(spec.name, 256),
+            spec.level,
+            spec.restart or "temporary",
+            parent_id,
+            parent,
+            cause if cause != parent else None,
+            last,
+        )
+        self._agents[spec.id] = agent
+        self._record(agent, parent)
+
+    def environment(self, ctx: ChildContext) -> dict[str, str]:
+        try:
+            live = self._begin(ctx.id, ctx.incarnation)
+        except Exception:
+            self.errors += 1
+            return {}
+        if live is None:
+            return {}
+        span = live.span.get_span_context()
+        env = {"TRACEPARENT": _traceparent(span)}
+        state = span.trace_state.to_header() if span.trace_state else ""
+        if state:
+            env["TRACESTATE"] = state
+        return env
+
+    def agent_env(self, spec: AgentSpec) -> dict[str, str]:
+        """The exporter's settings for the agent's own SDK (never its headers: they may
+        hold the operator's credentials); what the spec's ``env`` sets is the agent's."""
+        if "otlp" not in self._config.exporters:
+            return {}
+        env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": self._config.protocol}
+        if self._config.endpoint:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self._config.endpoint
+        else:
+            for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+                if os.environ.get(name):
+                    env[name] = os.environ[name]
+        return {k: v for k, v in env.items() if k not in spec.env}
+
+    def _span_of(self, agent_id: str) -> SpanContext | None:
+        """*agent_id*'s live incarnation span, else its latest one."""
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            return None
+        if agent.live is not None:
+            return agent.live.span.get_span_context()
+        return agent.last
+
+    def _parent_of(self, agent: _Agent) -> SpanContext | None:
+        if agent.parent_id is not None:
+            above = self._agents.get(agent.parent_id)
+            if above is not None and above.live is not None:
+                return above.live.span.get_span_context()
+        return agent.parent
+
+    def _begin(self, agent_id: str, number: int) -> _Live | None:
+        agent = self._agents.get(agent_id)
+        if agent is None:  # not deployed through this service: not ours to trace
+            return None
+        if agent.live is not None:
+            self._finish(agent, {"outcome": "error", "reason": "superseded"})
+        parent = self._parent_of(agent)
+        links = []
+        if agent.last is not None:
+            links.append(Link(agent.last, {"ziggie.link": "restart_of"}))
+        elif agent.cause is not None:
+            links.append(Link(agent.cause, {"ziggie.link": "deployed_by"}))
+        span = self._tracer.start_span(
+            f"invoke_agent {agent.name}",
+            context=_under(parent),
+            kind=SpanKind.CLIENT,
+            links=links,
+            attributes={
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.id": agent_id,
+                "gen_ai.agent.name": agent.name,
+                "ziggie.level": agent.level,
+                "ziggie.incarnation": number,
+                "ziggie.restart": agent.restart,
+                "ziggie.restarted": agent.last is not None,
+                **({"ziggie.parent_id": agent.parent_id} if agent.parent_id else {}),
+            },
+        )
+        agent.live = _Live(number, span, time.time())
+        self._record(agent, parent)
+        return agent.live
+
+    def _finish(self, agent: _Agent, fields: Mapping[str, Any]) -> None:
+        live = agent.live
+        if live is None:
+            return
+        span = live.span
+        outcome = str(fields.get("outcome") or "error")
+        span.set_attribute("ziggie.outcome", outcome)
+        reason = fields.get("reason")
+        if reason:
+            span.set_attribute("ziggie.reason", _text(reason))
+        if outcome in ("error", "timeout"):
+            span.set_status(Status(StatusCode.ERROR, _text(reason or outcome, 256)))
+        span.end()
+        agent.live = None
+        agent.last = span.get_span_context()
+
+    def _record(self, agent: _Agent, parent: SpanContext | None) -> None:
+        """The journal's copy: where the agent's spans hang, and its latest span."""
+        live = agent.live
+        latest = live.span.get_span_context() if live is not None else agent.last
+        record: dict[str, Any] = {}
+        if parent is not None:
+            record["parent"] = _traceparent(parent)
+            if parent.trace_state:
+                record["state"] = parent.trace_state.to_header()
+        if latest is not None:
+            record["span"] = _traceparent(latest)
+        if live is not None:
+            record["start"] = live.started
+        self._journal.update_agent(agent.agent_id, trace=json.dumps(record))
+
+    # -- events ------------------------------------------------------------------------
+
+    def on_event(self, event: str, fields: dict[str, Any]) -> None:
+        agent_id = fields.get("agent_id")
+        if agent_id is None or fields.get("kind") != "worker":
+            return
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            return
+        number = fields.get("incarnation")
+        live = agent.live
+        # A placed agent's own process is reported by its host, numbered by the host's
+        # runtime: it belongs to the live incarnation of its proxy here.
+        own_host = fields.get("host") == agent_id
+        # (An end without a number is its host's death, told by the proxy: the live one.)
+        if live is None or (not own_host and isinstance(number, int) and live.number != number):
+            if event not in _OPENS or not isinstance(number, int):
+                return
+            live = self._begin(agent_id, number)
+            if live is None:
+                return
+        span = live.span
+        span.add_event(event, _event_attributes(fields))
+        self._annotate(span, event, fields)
+        if event in _ENDS:
+            self._finish(agent, fields)
+
+    @staticmethod
+    def _annotate(span: Span, event: str, fields: Mapping[str, Any]) -> None:
+        """What an event tells of the incarnation, as the span's own attributes."""
+        if event == "spawned" and isinstance(fields.get("pid"), int):
+            span.set_attribute("process.pid", fields["pid"])
+        elif event in ("process_exited", "process_stopped"):
+            if isinstance(fields.get("exit_code"), int):
+                span.set_attribute("process.exit.code", fields["exit_code"])
+            if isinstance(fields.get("signal"), int):
+                span.set_attribute("ziggie.signal", fields["signal"])
+        elif event == "killed" and (pids := _attribute(fields.get("pids"))) is not None:
+            span.set_attribute("ziggie.killed_pids", pids)
+        elif event == "stop_gave_up" and (left := _attribute(fields.get("left"))) is not None:
+            span.set_attribute("ziggie.left_pids", left)
+        elif event == "restarted" and isinstance(fields.get("restarts"), int):
+            span.set_attribute("ziggie.restarts", fields["restarts"])
+        if isinstance(fields.get("node"), str):
+            span.set_attribute("ziggie.node", fields["node"])
+
+    # -- requests ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def request(
+        self,
+        transport: str,
+        caller: Caller,
+        name: str,
+        *,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        server: bool = False,
+    ) -> Iterator[RequestSpan]:
+        parent = _remote(traceparent, tracestate)
+        if parent is None and caller.agent_id is not None:
+            parent = self._span_of(caller.agent_id)  # an agent's request, in its own span
+        span = self._tracer.start_span(
+            name,
+            context=_under(parent),
+            kind=SpanKind.SERVER if server else SpanKind.CONSUMER,
+            attributes={"ziggie.transport": transport, "ziggie.caller": str(caller)},
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield _Annotated(span)
+        except Exception as exc:
+            span.set_status(Status(StatusCode.ERROR, _text(type(exc).__name__)))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def lost(self, row: Mapping[str, Any]) -> None:
+        recorded = _recorded(row)
+        span_ctx, parent = recorded.get("span"), recorded.get("parent")
+        start = recorded.get("start")
+        if span_ctx is None or not isinstance(start, int | float):
+            return  # it never ran an incarnation, or it ended (and was exported) before
+        spec = row.get("spec") or {}
+        name = _text(spec.get("name") or row["agent_id"], 256)
+        with self._ids.forced(span_ctx.trace_id, span_ctx.span_id):
+            span = self._tracer.start_span(
+                f"invoke_agent {name}",
+                context=_under(parent),
+                kind=SpanKind.CLIENT,
+                start_time=int(start * 1e9),
+                attributes={
+                    "gen_ai.operation.name": "invoke_agent",
+                    "gen_ai.agent.id": row["agent_id"],
+                    "gen_ai.agent.name": name,
+                    "ziggie.level": str(row.get("level")),
+                    "ziggie.incarnation": int(row.get("incarnation") or 0),
+                    "ziggie.restart": str(row.get("restart")),
+                    "ziggie.outcome": "error",
+                    "ziggie.reason": _LOST,
+                    "ziggie.lost": True,
+                    **({"ziggie.parent_id": row["parent_id"]} if row.get("parent_id") else {}),
+                },
+            )
+        span.add_event("lost")
+        span.set_status(Status(StatusCode.ERROR, _LOST))
+        span.end()
+
+    # -- the exporter ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        out = {"exported": 0, "queue_full": 0, "export_failed": 0, "shutdown": 0}
+        for processor in self._processors:
+            out["exported"] += processor.exported
+            for reason, count in processor.dropped.items():
+                out[reason] += count
+        return out
+
+    def close(self) -> None:
+        for agent in self._agents.values():  # still open: the coordinator stops without them
+            if agent.live is not None:
+                self._finish(agent, {"outcome": "shutdown", "reason": "coordinator stopped"})
+        self._provider.shutdown()
+
+
+def _recorded(row: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A journal row's ``trace``, its contexts parsed (anything malformed is left out:
+    the journal is read as if anyone wrote it)."""
+    if row is None:
+        return {}
+    try:
+        data = json.loads(row.get("trace") or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key in ("parent", "span"):
+        found = _remote(data.get(key), data.get("state") if key == "parent" else None)
+        if found is not None:
+            out[key] = found
+    if isinstance(data.get("start"), int | float):
+        out["start"] = float(data["start"])
+    return out
