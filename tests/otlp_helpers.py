@@ -66,9 +66,9 @@ class ReceivedSpan:
     def event_names(self) -> list[str]:
         return [name for name, _ in self.events]
 
-    @property
-    def traceparent(self) -> str:
-        return f"00-{self.trace_id}-{self.span_id}-01"
+    def named_by(self, traceparent: str) -> bool:
+        """True if *traceparent* names this span (its flags aside)."""
+        return traceparent.split("-")[1:3] == [self.trace_id, self.span_id]
 
 
 @dataclass

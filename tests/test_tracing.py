@@ -9,19 +9,18 @@ running the OpenTelemetry SDK itself; the HTTP transport's ``traceparent`` heade
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import anyio.to_thread
 import pytest
 
 from supervisor import AgentDeploymentClient, AgentSpec
 
 from .http_helpers import api
-from .otlp_helpers import Receiver, ReceivedSpan, otlp_receiver
+from .otlp_helpers import ReceivedSpan, Receiver, otlp_receiver
 from .queue_helpers import agent_spec, coordinator
 from .waiting import event_waits
 
@@ -74,7 +73,7 @@ async def test_an_agent_tree_is_one_trace(tmp_path: Path, receiver: Receiver) ->
     home = tmp_path / "home"
     link = "http://traces.example/trace/{trace_id}"
     async with (
-        coordinator(home, otel_exporter_otlp_endpoint=receiver.url, trace_url=link) as (rt, c),
+        coordinator(home, otel_exporter_otlp_endpoint=receiver.url, trace_url=link) as (rt, _c),
         AgentDeploymentClient(home / "agent-queue") as client,
     ):
         with event_waits(rt) as waits:
@@ -110,7 +109,8 @@ async def test_an_agent_tree_is_one_trace(tmp_path: Path, receiver: Receiver) ->
     # Parent links mirror the tree; a restarted incarnation links to the one it replaces.
     assert mid.parent_id == top.span_id
     assert leaf.parent_id == mid.span_id
-    assert first.parent_id == mid.span_id and second.parent_id == mid.span_id
+    assert first.parent_id == mid.span_id
+    assert second.parent_id == mid.span_id
     assert [(k.span_id, k.attributes) for k in second.links] == [
         (first.span_id, {"ziggie.link": "restart_of"})
     ]
@@ -146,12 +146,140 @@ async def test_an_agent_tree_is_one_trace(tmp_path: Path, receiver: Receiver) ->
     assert first.attributes["ziggie.outcome"] == "error"
     assert first.attributes["process.exit.code"] == 3
     assert first.event_names[:2] == ["spawned", "started"]
-    assert "process_exited" in first.event_names and first.event_names[-1] == "exited"
+    assert "process_exited" in first.event_names
+    assert first.event_names[-1] == "exited"
     assert "restarted" in second.event_names
     assert second.attributes["ziggie.restarts"] == 1
     # The cascade: every one stopped on request (children first), none an error.
     for s in (top, mid, leaf, second):
         assert s.attributes["ziggie.outcome"] == "shutdown", s.attributes
         assert s.status != 2
-        assert "stop_requested" in s.event_names and s.event_names[-1] == "terminated"
+        assert "stop_requested" in s.event_names
+        assert s.event_names[-1] == "terminated"
     assert leaf.end <= mid.end <= top.end
+
+
+#: An agent that runs the OpenTelemetry SDK itself: it continues the trace from its
+#: TRACEPARENT, and deploys its child from inside its own span (through its queue).
+SDK_AGENT = """
+import json, os, signal, sys
+
+import anyio
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from supervisor.client import AgentDeploymentClient
+from supervisor.protocol import AgentSpec
+
+provider = TracerProvider(resource=Resource.create({"service.name": "sdk-agent"}))
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter()))  # OTEL_EXPORTER_OTLP_*
+carrier = {"traceparent": os.environ["TRACEPARENT"]}
+context = TraceContextTextMapPropagator().extract(carrier)
+child = AgentSpec.model_validate(json.loads(os.environ["CHILD"]))
+
+
+async def deploy():
+    async with AgentDeploymentClient() as client:
+        return await client.deploy_agent(child, timeout=30)
+
+
+with provider.get_tracer("sdk-agent").start_as_current_span("plan", context=context):
+    print(anyio.run(deploy).status, flush=True)
+provider.shutdown()
+signal.sigwait({signal.SIGTERM})
+"""
+
+
+async def test_an_agent_using_the_sdk_joins_the_trace(tmp_path: Path, receiver: Receiver) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    program = work / "sdk_agent.py"
+    program.write_text(SDK_AGENT)
+    child = spec("sdk-child", work, "L2")
+    parent = spec(
+        "sdk",
+        work,
+        "L1",
+        command=[sys.executable, str(program)],
+        env={"CHILD": json.dumps(child)},
+    )
+    # Under confinement its program must be readable: the work directory is its to read.
+    parent["context"]["permissions"]["read"] = [str(work)]
+    home = tmp_path / "home"
+    async with (
+        coordinator(home, otel_exporter_otlp_endpoint=receiver.url) as (rt, _),
+        AgentDeploymentClient(home / "agent-queue") as client,
+    ):
+        with event_waits(rt) as waits:
+            assert (await client.deploy_agent(AgentSpec.model_validate(parent))).status == (
+                "deployed"
+            )
+            await waits.event("started", "sdk-child", timeout=60)
+        await anyio.to_thread.run_sync(
+            lambda: receiver.wait(lambda spans: any(s.name == "plan" for s in spans))
+        )
+        assert (await client.terminate_agent("sdk", timeout=30)).status == "terminated"
+
+    agent = one(receiver.agent_spans("sdk"), "the SDK agent's incarnation")
+    plan = one([s for s in receiver.spans if s.name == "plan"], "the agent's own span")
+    # Its own span continues its incarnation's (the TRACEPARENT it was given) ...
+    assert plan.service == "sdk-agent"
+    assert (plan.trace_id, plan.parent_id) == (agent.trace_id, agent.span_id)
+    # ... and what it asked from inside that span continues it too.
+    deploy = one(requests_of(receiver, "sdk", "deploy_agent"), "the agent's deploy")
+    assert (deploy.trace_id, deploy.parent_id) == (plan.trace_id, plan.span_id)
+    kid = one(receiver.agent_spans("sdk-child"), "its child")
+    assert (kid.trace_id, kid.parent_id) == (agent.trace_id, agent.span_id)
+    assert [k.span_id for k in kid.links] == [deploy.span_id]
+
+
+async def test_http_continues_the_callers_trace(tmp_path: Path, receiver: Receiver) -> None:
+    """The ``traceparent`` header (and our HTTP client sends one from its caller's span)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import use_span
+
+    work = tmp_path / "work"
+    work.mkdir()
+    home = tmp_path / "home"
+    async with api(home, otel_exporter_otlp_endpoint=receiver.url) as a:
+        caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+        body = {"agent_spec": spec("by-header", work, "L1")}
+        answer = await a.client.post(
+            "/v1/agents", json=body, headers={"traceparent": caller, "tracestate": "vendor=x"}
+        )
+        assert answer.status_code == 201, answer.text
+        # The client: from inside a span of the calling program.
+        from supervisor.client import HttpAgentClient
+
+        tracer = TracerProvider().get_tracer("caller")
+        with use_span(tracer.start_span("calling"), end_on_exit=True) as calling:
+            async with HttpAgentClient(a.url, a.token) as client:
+                deployed = await client.deploy_agent(
+                    AgentSpec.model_validate(spec("by-client", work, "L1"))
+                )
+        assert deployed.status == "deployed", deployed
+        theirs = calling.get_span_context()
+        status = await a.client.get("/v1/agents/by-header")
+        assert status.json()["agent"]["trace_id"] == CALLER_TRACE
+        for agent_id in ("by-header", "by-client"):
+            assert (await a.client.delete(f"/v1/agents/{agent_id}")).status_code == 200
+
+    post = [s for s in receiver.spans if s.name == "POST /v1/agents"]
+    assert len(post) == 2
+    by_header = next(s for s in post if s.trace_id == CALLER_TRACE)
+    assert by_header.parent_id == CALLER_SPAN
+    assert by_header.kind == 2  # SERVER
+    assert by_header.attributes["http.route"] == "/v1/agents"
+    assert by_header.attributes["http.response.status_code"] == 201
+    assert by_header.attributes["ziggie.caller"] == "operator"
+    top = one(receiver.agent_spans("by-header"), "by-header")
+    assert (top.trace_id, top.parent_id) == (CALLER_TRACE, by_header.span_id)
+    by_client = next(s for s in post if s.trace_id != CALLER_TRACE)
+    assert by_client.trace_id == f"{theirs.trace_id:032x}"
+    assert by_client.parent_id == f"{theirs.span_id:016x}"
+    assert one(receiver.agent_spans("by-client"), "by-client").parent_id == by_client.span_id
+    deletes = [s for s in receiver.spans if s.name == "DELETE /v1/agents/{agent_id}"]
+    assert len(deletes) == 2

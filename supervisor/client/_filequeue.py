@@ -29,7 +29,6 @@ from supervisor.protocol import (
     DeploymentRequest,
     DeploymentResponse,
     coordinator_serves,
-    current_trace_context,
     request_name,
     watch_directory,
     write_atomic,
@@ -144,10 +143,7 @@ class AgentDeploymentClient:
         """
         if not coordinator_serves(self._home):
             return self._no_coordinator(request.request_id, agent_id)
-        if request.traceparent is None:  # what it causes continues the caller's trace
-            parent, state = current_trace_context()
-            if parent is not None:
-                request = request.model_copy(update={"traceparent": parent, "tracestate": state})
+        request = request.in_callers_trace()  # what it causes continues the caller's trace
         waits = self._watch()  # watch before writing: no answer can slip past
         path = f"{self._requests}/{request_name(request.request_id)}"
         write_atomic(path, _request_json(request))

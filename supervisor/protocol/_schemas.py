@@ -29,7 +29,7 @@ from pydantic import (
 from supervisor._ids import validate_id
 
 from ._environment import check_env_name
-from ._tracecontext import valid_traceparent, valid_tracestate
+from ._tracecontext import current_trace_context, valid_traceparent, valid_tracestate
 
 PROTOCOL_VERSION = "1.0"
 
@@ -334,6 +334,16 @@ class DeploymentRequest(_Model):
     # -- additions: the caller's W3C trace context; a malformed one is ignored (None) --
     traceparent: TraceParent = Field(default=None, description="W3C traceparent of the caller")
     tracestate: TraceState = Field(default=None, description="W3C tracestate of the caller")
+
+    def in_callers_trace(self) -> DeploymentRequest:
+        """This request with its caller's trace context (:func:`current_trace_context`),
+        unless it carries one already: what it causes then continues the caller's trace."""
+        if self.traceparent is not None:
+            return self
+        parent, state = current_trace_context()
+        if parent is None:
+            return self
+        return self.model_copy(update={"traceparent": parent, "tracestate": state})
 
     @model_validator(mode="after")
     def _action_has_its_arguments(self) -> DeploymentRequest:
