@@ -187,7 +187,8 @@ async def deploy():
 
 
 with provider.get_tracer("sdk-agent").start_as_current_span("plan", context=context):
-    print(anyio.run(deploy).status, flush=True)
+    answer = anyio.run(deploy)
+    print(answer.status, answer.code, answer.error, flush=True)
 provider.shutdown()
 signal.sigwait({signal.SIGTERM})
 """

@@ -347,21 +347,10 @@ class FileQueue:
             self._archive(queue, path, name)
             return
         try:
-            with request_span(
-                self.service.tracing,
-                "file_queue",
-                queue.caller,
-                request.action,
-                traceparent=request.traceparent,
-                tracestate=request.tracestate,
-            ) as span:
-                span.set("ziggie.request_id", request.request_id)
+            with request_span(self.service.tracing, "file_queue", queue.caller, request) as span:
                 answer = await self.service.handle(request, queue.caller)
-                write_atomic(response_name(request.request_id), answer.body, dir_fd=queue.responses)
-                if answer.response is not None:
-                    span.set("gen_ai.agent.id", answer.response.agent_id)
-                    span.set("ziggie.status", answer.response.status)
-                    span.set("ziggie.code", answer.response.code)
+                span.answered(answer.response)
+            write_atomic(response_name(request.request_id), answer.body, dir_fd=queue.responses)
         finally:
             self.budget.give(held)
         self._archive(queue, path, name)

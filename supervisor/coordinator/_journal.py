@@ -298,7 +298,10 @@ class Journal:
                  parent_id = excluded.parent_id, level = excluded.level,
                  request_id = excluded.request_id, restart = excluded.restart,
                  state = 'starting', exit_code = NULL, signal = NULL, outcome = NULL,
-                 reason = NULL, ended_at = NULL""",
+                 reason = NULL, ended_at = NULL,
+                 -- a new deploy of the id starts a new trace; a redeploy (the same
+                 -- request: recovery, a restart) goes on in its own
+                 trace = CASE WHEN request_id IS excluded.request_id THEN trace END""",
             (agent_id, spec_json, parent_id, level, request_id, restart),
         )
 

@@ -9,10 +9,10 @@ starts it, and kept current by the events its host's proxy brings back.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from supervisor import ChildContext, ChildSpec, ChildState, Restart, Shutdown
+from supervisor import ChildSpec, ChildState, Restart, Shutdown
 from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, RayPlacement
 
 from ._ray import PlacementRefused, RemoteExit, RemoteHandle, placed_spec
@@ -38,14 +38,9 @@ def host_settings(settings: Settings) -> str:
 
 
 def placed_child(
-    service: AgentService,
-    spec: AgentSpec,
-    parent_id: str | None,
-    env: Mapping[str, str],
-    environment: Callable[[ChildContext], Mapping[str, str]] | None = None,
+    service: AgentService, spec: AgentSpec, parent_id: str | None, env: Mapping[str, str]
 ) -> ChildSpec:
-    """The proxy node of *spec*, placed as it asks; refused if it cannot be placed.
-    *environment* adds each incarnation's own variables (its trace context)."""
+    """The proxy node of *spec*, placed as it asks; refused if it cannot be placed."""
     placement = spec.placement
     assert isinstance(placement, RayPlacement)
     engine = service.ray
@@ -71,7 +66,7 @@ def placed_child(
         (str(service.home.root), service.token, host_settings(s), s.ray_lease),
         parent_id=parent_id,
         env=env,
-        environment=environment,
+        environment=service.tracing.environment if service.tracing else None,
         restart=Restart(spec.restart) if spec.restart else Restart.TEMPORARY,
         shutdown=Shutdown.parse(spec.shutdown),
         timeout=float(spec.timeout_seconds),

@@ -84,8 +84,7 @@ class AgentService:
         #: latest host of each placed agent.
         self.ray: RayEngine | None = None
         self.hosts: dict[str, RemoteHandle] = {}
-        #: The agents' spans (set by the coordinator when tracing is on; None: off, free).
-        self.tracing: Tracing | None = None
+        self.tracing: Tracing | None = None  #: spans, set by the coordinator; None: off
         #: How the previous coordinator of this home ended (issue 10, items 6 and 12).
         self.previous_run = self.journal.begin_run()
         #: Set once recovery is done; requests wait for it (none races a recovering id).
@@ -321,9 +320,7 @@ class AgentService:
         spec = recorded_spec(row)
         self._placing.add(agent_id)
         try:
-            supervisor, child = self._prepare(
-                spec, row["parent_id"] or "Ziggie", row["request_id"], redeploy=True
-            )
+            supervisor, child = self._prepare(spec, row["parent_id"] or "Ziggie", row["request_id"])
             if isinstance(supervisor, RemoteHandle) or child is None:
                 raise AgentRefused(f"{agent_id!r} runs in a placed agent: restart that agent")
             handle: ProcessHandle | RemoteHandle = await self._start(supervisor, child, spec)
@@ -361,18 +358,16 @@ class AgentService:
         return {k: v for provide in self.agent_env for k, v in provide(spec).items()}
 
     def _prepare(
-        self, spec: AgentSpec, parent_agent: str, request_id: str | None, *, redeploy: bool = False
+        self, spec: AgentSpec, parent_agent: str, request_id: str | None
     ) -> tuple[Supervisor | RemoteHandle, ChildSpec | None]:
         """Check *spec* under its parent, write its definition, record it in the journal
-        (the child spec is None under a placed agent: its host builds and checks it);
-        *redeploy*: the same agent again, in the same trace."""
+        (the child spec is None under a placed agent: its host builds and checks it)."""
         supervisor, parent_id = _nesting.placement(self, parent_agent, spec)
-        traced = self.tracing.environment if self.tracing is not None else None
         child: ChildSpec | None = None
         if isinstance(supervisor, RemoteHandle):
             pass  # its host builds and checks the child spec
         elif isinstance(spec.placement, RayPlacement):
-            child = _placed.placed_child(self, spec, parent_id, self.agent_env_of(spec), traced)
+            child = _placed.placed_child(self, spec, parent_id, self.agent_env_of(spec))
         else:
             child = agent_child_spec(
                 spec,
@@ -382,7 +377,7 @@ class AgentService:
                 settings=self.settings,
                 extra_env=self.agent_env_of(spec),
                 token=self.token,
-                environment=traced,
+                environment=self.tracing.environment if self.tracing else None,
             )
         self.journal.add_agent(
             spec.id,
@@ -392,8 +387,6 @@ class AgentService:
             request_id=request_id,
             restart=str(child.restart if child else spec.restart or Restart.TEMPORARY),
         )
-        if self.tracing is not None:
-            self.tracing.placed(spec, parent_id, redeploy=redeploy)
         return supervisor, child
 
     # -- views and the journal's record (see ._record) --------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from supervisor import ChildContext, ZiggieError
-from supervisor.protocol import AgentSpec, trace_id_of
+from supervisor.protocol import AgentSpec, DeploymentRequest, DeploymentResponse, trace_id_of
 
 from .._callers import Caller
 from .._settings import Settings
@@ -100,12 +100,12 @@ class RequestSpan(Protocol):
 
     def rename(self, name: str) -> None: ...
 
+    def answered(self, response: DeploymentResponse | None) -> None:
+        """What the service answered: the agent, the status, the refusal's code."""
+
 
 class Tracing(Protocol):
     """What the service and its transports ask of the tracer (``_spans.AgentTracer``)."""
-
-    def placed(self, spec: AgentSpec, parent_id: str | None, *, redeploy: bool) -> None:
-        """*spec* is being deployed (or started again): fix where its spans hang."""
 
     def environment(self, ctx: ChildContext) -> dict[str, str]:
         """An incarnation starts: its span begins; its ``TRACEPARENT``/``TRACESTATE``."""
@@ -145,35 +145,36 @@ class _NoSpan:
     def rename(self, name: str) -> None:
         pass
 
+    def answered(self, response: DeploymentResponse | None) -> None:
+        pass
+
 
 NO_SPAN: Final[RequestSpan] = _NoSpan()
 
 
 @contextlib.contextmanager
-def _untraced() -> Iterator[RequestSpan]:
-    yield NO_SPAN
-
-
 def request_span(
-    tracing: Tracing | None,
-    transport: str,
-    caller: Caller,
-    name: str,
-    *,
-    traceparent: str | None = None,
-    tracestate: str | None = None,
-    server: bool = False,
-) -> AbstractContextManager[RequestSpan]:
-    """The span of one request through *transport* (a no-op when tracing is off).
+    tracing: Tracing | None, transport: str, caller: Caller, request: DeploymentRequest
+) -> Iterator[RequestSpan]:
+    """The span of one wire request through *transport* (nothing when tracing is off):
+    a child of the request's ``traceparent``, else (an agent's) of the agent's own span.
 
-    ``traceparent`` is the caller's context (a request field, a header); without one, an
-    agent's request continues that agent's own span.
+    Every transport that hands the service a :class:`DeploymentRequest` wraps it so (the
+    file queue; an MCP server calling the service would pass ``"mcp"``); HTTP traces at
+    its gate, with the ``traceparent`` header.
     """
     if tracing is None:
-        return _untraced()
-    return tracing.request(
-        transport, caller, name, traceparent=traceparent, tracestate=tracestate, server=server
-    )
+        yield NO_SPAN
+        return
+    with tracing.request(
+        transport,
+        caller,
+        request.action,
+        traceparent=request.traceparent,
+        tracestate=request.tracestate,
+    ) as span:
+        span.set("ziggie.request_id", request.request_id)
+        yield span
 
 
 def trace_fields(row: Mapping[str, Any], link: str | None) -> dict[str, str]:

@@ -36,7 +36,12 @@ from opentelemetry.trace import (
 )
 
 from supervisor import ChildContext, __version__
-from supervisor.protocol import AgentSpec, format_traceparent, parse_traceparent
+from supervisor.protocol import (
+    AgentSpec,
+    DeploymentResponse,
+    format_traceparent,
+    parse_traceparent,
+)
 
 from .._callers import Caller
 from .._journal import Journal
@@ -154,6 +159,12 @@ class _Annotated:
     def rename(self, name: str) -> None:
         self.span.update_name(_text(name, 256))
 
+    def answered(self, response: DeploymentResponse | None) -> None:
+        if response is not None:
+            self.set("gen_ai.agent.id", response.agent_id)
+            self.set("ziggie.status", response.status)
+            self.set("ziggie.code", response.code)
+
 
 class AgentTracer:
     """The spans of one coordinator's agents and requests (see the module's docstring).
@@ -173,33 +184,6 @@ class AgentTracer:
         self.errors = 0  #: spans we failed to make (a bug): an agent started without one
 
     # -- agents ------------------------------------------------------------------------
-
-    def placed(self, spec: AgentSpec, parent_id: str | None, *, redeploy: bool) -> None:
-        current = trace.get_current_span().get_span_context()
-        request = current if current.is_valid else None  # the transport's request span
-        known = self._agents.get(spec.id)
-        if known is not None and known.live is not None:
-            self._finish(known, {"outcome": "shutdown", "reason": "replaced"})
-        recorded = _recorded(self._journal.agent(spec.id)) if redeploy and known is None else {}
-        if redeploy:  # the same agent again (recovery, a restart of a stopped one)
-            parent = known.parent if known else recorded.get("parent")
-            last = known.last if known else recorded.get("span")
-            cause = None
-        else:
-            parent = request if parent_id is None else self._span_of(parent_id)
-            last, cause = None, request
-        agent = _Agent(
-            spec.id,
-            _text(spec.name, 256),
-            spec.level,
-            spec.restart or "temporary",
-            parent_id,
-            parent,
-            cause if cause != parent else None,
-            last,
-        )
-        self._agents[spec.id] = agent
-        self._record(agent, parent)
 
     def environment(self, ctx: ChildContext) -> dict[str, str]:
         try:
@@ -231,13 +215,11 @@ class AgentTracer:
         return {k: v for k, v in env.items() if k not in spec.env}
 
     def _span_of(self, agent_id: str) -> SpanContext | None:
-        """*agent_id*'s live incarnation span, else its latest one."""
+        """*agent_id*'s live incarnation span (None between incarnations)."""
         agent = self._agents.get(agent_id)
-        if agent is None:
+        if agent is None or agent.live is None:
             return None
-        if agent.live is not None:
-            return agent.live.span.get_span_context()
-        return agent.last
+        return agent.live.span.get_span_context()
 
     def _parent_of(self, agent: _Agent) -> SpanContext | None:
         if agent.parent_id is not None:
@@ -246,12 +228,45 @@ class AgentTracer:
                 return above.live.span.get_span_context()
         return agent.parent
 
-    def _begin(self, agent_id: str, number: int) -> _Live | None:
-        agent = self._agents.get(agent_id)
-        if agent is None:  # not deployed through this service: not ours to trace
+    def _load(self, agent_id: str) -> _Agent | None:
+        """*agent_id* as its journal row says, as an incarnation of it begins.
+
+        A row that records a span is an agent that ran before (a restart, a redeploy,
+        recovery): it goes on where it hung, linked to that span. Else it was just
+        deployed (a new deploy of an id clears its row's trace): a top-level agent hangs
+        under the current span, which is the request that deployed it (its task was
+        started from the request's), a child under its parent's live incarnation.
+        """
+        row = self._journal.agent(agent_id)
+        if row is None:  # not deployed through this service: not ours to trace
             return None
-        if agent.live is not None:
-            self._finish(agent, {"outcome": "error", "reason": "superseded"})
+        recorded = _recorded(row)
+        parent_id = row["parent_id"]
+        current = trace.get_current_span().get_span_context()
+        request = current if current.is_valid else None
+        if "span" in recorded:
+            parent, cause = recorded.get("parent"), None
+        else:
+            parent = request if parent_id is None else self._span_of(parent_id)
+            cause = request if request != parent else None
+        return _Agent(
+            agent_id,
+            _text(row["spec"].get("name") or agent_id, 256),
+            str(row["level"]),
+            str(row["restart"]),
+            parent_id,
+            parent,
+            cause,
+            recorded.get("span"),
+        )
+
+    def _begin(self, agent_id: str, number: int) -> _Live | None:
+        known = self._agents.get(agent_id)
+        if known is not None and known.live is not None:
+            self._finish(known, {"outcome": "error", "reason": "superseded"})
+        agent = self._agents.get(agent_id) or self._load(agent_id)
+        if agent is None:
+            return None
         parent = self._parent_of(agent)
         links = []
         if agent.last is not None:
@@ -275,6 +290,7 @@ class AgentTracer:
             },
         )
         agent.live = _Live(number, span, time.time())
+        self._agents[agent_id] = agent
         self._record(agent, parent)
         return agent.live
 
@@ -291,22 +307,22 @@ class AgentTracer:
         if outcome in ("error", "timeout"):
             span.set_status(Status(StatusCode.ERROR, _text(reason or outcome, 256)))
         span.end()
+        # Only live incarnations are kept here (bounded by the agents that run): the next
+        # one of this agent starts from its journal row, which names this span.
         agent.live = None
-        agent.last = span.get_span_context()
+        self._agents.pop(agent.agent_id, None)
 
     def _record(self, agent: _Agent, parent: SpanContext | None) -> None:
-        """The journal's copy: where the agent's spans hang, and its latest span."""
-        live = agent.live
-        latest = live.span.get_span_context() if live is not None else agent.last
-        record: dict[str, Any] = {}
+        """The journal's copy: where the agent's spans hang, and its live span."""
+        assert agent.live is not None
+        record: dict[str, Any] = {
+            "span": _traceparent(agent.live.span.get_span_context()),
+            "start": agent.live.started,
+        }
         if parent is not None:
             record["parent"] = _traceparent(parent)
             if parent.trace_state:
                 record["state"] = parent.trace_state.to_header()
-        if latest is not None:
-            record["span"] = _traceparent(latest)
-        if live is not None:
-            record["start"] = live.started
         self._journal.update_agent(agent.agent_id, trace=json.dumps(record))
 
     # -- events ------------------------------------------------------------------------
@@ -316,10 +332,8 @@ class AgentTracer:
         if agent_id is None or fields.get("kind") != "worker":
             return
         agent = self._agents.get(agent_id)
-        if agent is None:
-            return
         number = fields.get("incarnation")
-        live = agent.live
+        live = agent.live if agent is not None else None
         # A placed agent's own process is reported by its host, numbered by the host's
         # runtime: it belongs to the live incarnation of its proxy here.
         own_host = fields.get("host") == agent_id
@@ -334,7 +348,7 @@ class AgentTracer:
         span.add_event(event, _event_attributes(fields))
         self._annotate(span, event, fields)
         if event in _ENDS:
-            self._finish(agent, fields)
+            self._finish(self._agents[agent_id], fields)
 
     @staticmethod
     def _annotate(span: Span, event: str, fields: Mapping[str, Any]) -> None:
