@@ -1,6 +1,6 @@
 """``make bench``: every benchmark table, one after the other."""
 
-from bench import confinement, dashboard, filequeue, http, kernel, nesting, process, ray
+from bench import confinement, dashboard, filequeue, http, kernel, nesting, process, ray, tracing
 
 
 def main() -> None:
@@ -10,6 +10,7 @@ def main() -> None:
     filequeue.main()
     nesting.main()
     http.main()
+    tracing.main()
     dashboard.main()
     ray.main()
 
