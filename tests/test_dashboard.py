@@ -210,3 +210,27 @@ def test_a_thousand_agents_render(browser: Any, coordinator: Any) -> None:
             assert client.delete(f"/v1/agents/a{i}").status_code == 200
     assert _live(ids) == [], f"left after {time.monotonic() - t0:.1f} s"
     assert all(not psutil.pid_exists(p) for p in _live(ids))
+
+
+def test_the_detail_pane_shows_the_trace_and_its_link(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .otlp_helpers import otlp_receiver
+
+    with otlp_receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        monkeypatch.setenv("ZIGGIE_TRACE_URL", "https://traces.example/trace/{trace_id}")
+        with served(tmp_path) as (_proc, url, token):
+            _deploy(url, token, {"agent_spec": spec("traced", tmp_path)})
+            status = httpx.get(
+                f"{url}/v1/agents/traced", headers={"Authorization": f"Bearer {token}"}
+            ).json()
+            trace_id = status["agent"]["trace_id"]
+            page = _page(browser, url, token)
+            _row(page, "traced").click()
+            link = page.locator("#d-trace a")
+            link.wait_for(timeout=10_000)
+            assert link.inner_text() == trace_id
+            assert link.get_attribute("href") == f"https://traces.example/trace/{trace_id}"
+            assert link.get_attribute("rel") == "noopener noreferrer"
+            page.close()

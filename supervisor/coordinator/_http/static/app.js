@@ -391,6 +391,7 @@ function renderDetail() {
     const dd = document.createElement("dd"); dd.textContent = String(v);
     dl.append(dt, dd);
   }
+  if (agent.traceId) dl.append(...traceFact(agent));
   const exits = document.getElementById("d-exits");
   exits.textContent = "";
   for (const e of agent.exits) {
@@ -401,6 +402,21 @@ function renderDetail() {
   document.getElementById("a-deploy").disabled = agent.level === "L3" || !LIVE_STATES.has(agent.state);
   document.getElementById("a-terminate").disabled = !LIVE_STATES.has(agent.state);
   renderLog(agent);
+}
+
+// Its trace id, a link when the coordinator has a trace_url template (http(s) only).
+function traceFact(agent) {
+  const dt = document.createElement("dt"); dt.textContent = "trace";
+  const dd = document.createElement("dd"); dd.id = "d-trace";
+  if (agent.traceUrl && /^https?:\/\//.test(agent.traceUrl)) {
+    const a = document.createElement("a");
+    a.href = agent.traceUrl; a.target = "_blank"; a.rel = "noopener noreferrer";
+    a.textContent = agent.traceId;
+    dd.appendChild(a);
+  } else {
+    dd.textContent = agent.traceId;
+  }
+  return [dt, dd];
 }
 
 function renderLog(agent) {
@@ -423,6 +439,7 @@ async function loadDetail(id) {
       const body = await status.json();
       const d = body.agent || {};
       agent.spec = d.spec;
+      agent.traceId = d.trace_id; agent.traceUrl = d.trace_url;
       if (d.intensity) agent.intensity = d.intensity;
       document.getElementById("d-spec").textContent = JSON.stringify(d.spec || {}, null, 2);
     }
