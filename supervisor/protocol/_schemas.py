@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -279,14 +279,29 @@ class AgentSpec(_Model):
         return value
 
 
-#: Trace context fields: read leniently (W3C: a value that does not parse is ignored).
+def _lenient(check: Any) -> Any:
+    """A trace context field: a string, ignored (None) when malformed, as W3C says."""
+
+    def read(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        return check(value)  # type: ignore[no-any-return]
+
+    return BeforeValidator(read)
+
+
+_EXAMPLE: Final = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
 TraceParent = Annotated[
     str | None,
-    BeforeValidator(valid_traceparent),
-    WithJsonSchema({"type": "string", "example": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}),
+    _lenient(valid_traceparent),
+    WithJsonSchema({"anyOf": [{"type": "string", "example": _EXAMPLE}, {"type": "null"}]}),
 ]
 TraceState = Annotated[
-    str | None, BeforeValidator(valid_tracestate), WithJsonSchema({"type": "string"})
+    str | None,
+    _lenient(valid_tracestate),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "null"}]}),
 ]
 
 

@@ -22,100 +22,40 @@ from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.trace import (
     Link,
-    NonRecordingSpan,
     Span,
     SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
-    TraceState,
 )
 
 from supervisor import ChildContext, __version__
 from supervisor.protocol import (
     AgentSpec,
-    DeploymentResponse,
-    format_traceparent,
-    parse_traceparent,
 )
 
 from .._callers import Caller
 from .._journal import Journal
 from ._config import RequestSpan, TraceConfig
+from ._convert import (
+    Annotated,
+    attribute,
+    event_attributes,
+    recorded,
+    remote,
+    text,
+    traceparent_of,
+    under,
+)
 from ._export import ForcedIds, provider
 
 #: Events that end an incarnation, and those that may be its first word (a remote one's
 #: process is reported by its host: its span begins with what comes home first).
 _ENDS: Final = frozenset({"exited", "terminated", "timed_out", "start_failed", "ignored"})
 _OPENS: Final = frozenset({"spawned", "started", "placed"})
-#: Fields every event carries: the span's attributes already say them.
-_COMMON: Final = frozenset(
-    {"agent_id", "parent_id", "level", "path", "incarnation", "kind", "name", "placement"}
-)
-_MAX_TEXT: Final = 1024
 _LOST: Final = "coordinator stopped unexpectedly"
-
-
-def _text(value: object, limit: int = _MAX_TEXT) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _traceparent(ctx: SpanContext) -> str:
-    return format_traceparent(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", int(ctx.trace_flags))
-
-
-def _remote(traceparent: object, tracestate: object = None) -> SpanContext | None:
-    """A span context from W3C strings (None if they do not parse)."""
-    parsed = parse_traceparent(traceparent)
-    if parsed is None:
-        return None
-    trace_id, span_id, flags = parsed
-    try:
-        state = TraceState.from_header([tracestate]) if isinstance(tracestate, str) else None
-    except Exception:
-        state = None
-    return SpanContext(
-        int(trace_id, 16),
-        int(span_id, 16),
-        is_remote=True,
-        trace_flags=TraceFlags(flags & 0xFF),
-        trace_state=state,
-    )
-
-
-def _under(parent: SpanContext | None) -> Context:
-    """The context a span starts in: under *parent*, or a new trace (never the ambient
-    context, which may hold some request's span)."""
-    if parent is None:
-        return Context()
-    return trace.set_span_in_context(NonRecordingSpan(parent), Context())
-
-
-def _attribute(value: Any) -> Any:
-    """*value* as a span attribute, or None where it has no faithful form."""
-    if isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        return _text(value)
-    if isinstance(value, list | tuple) and value:
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return tuple(value[:256])
-        if all(isinstance(v, str) for v in value):
-            return tuple(_text(v, 256) for v in value[:64])
-    return None
-
-
-def _event_attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in fields.items():
-        if key not in _COMMON and (converted := _attribute(value)) is not None:
-            out[key] = converted
-    return out
 
 
 @dataclass(slots=True)
@@ -142,28 +82,6 @@ class _Agent:
     #: Its latest incarnation's span: the next incarnation links to it.
     last: SpanContext | None = None
     live: _Live | None = None
-
-
-class _Annotated:
-    """A request span, as a transport annotates it."""
-
-    __slots__ = ("span",)
-
-    def __init__(self, span: Span) -> None:
-        self.span = span
-
-    def set(self, key: str, value: str | int | bool | None) -> None:
-        if value is not None:
-            self.span.set_attribute(key, _text(value) if isinstance(value, str) else value)
-
-    def rename(self, name: str) -> None:
-        self.span.update_name(_text(name, 256))
-
-    def answered(self, response: DeploymentResponse | None) -> None:
-        if response is not None:
-            self.set("gen_ai.agent.id", response.agent_id)
-            self.set("ziggie.status", response.status)
-            self.set("ziggie.code", response.code)
 
 
 class AgentTracer:
@@ -194,7 +112,7 @@ class AgentTracer:
         if live is None:
             return {}
         span = live.span.get_span_context()
-        env = {"TRACEPARENT": _traceparent(span)}
+        env = {"TRACEPARENT": traceparent_of(span)}
         state = span.trace_state.to_header() if span.trace_state else ""
         if state:
             env["TRACESTATE"] = state
@@ -240,24 +158,24 @@ class AgentTracer:
         row = self._journal.agent(agent_id)
         if row is None:  # not deployed through this service: not ours to trace
             return None
-        recorded = _recorded(row)
+        found = recorded(row)
         parent_id = row["parent_id"]
         current = trace.get_current_span().get_span_context()
         request = current if current.is_valid else None
-        if "span" in recorded:
-            parent, cause = recorded.get("parent"), None
+        if "span" in found:
+            parent, cause = found.get("parent"), None
         else:
             parent = request if parent_id is None else self._span_of(parent_id)
             cause = request if request != parent else None
         return _Agent(
             agent_id,
-            _text(row["spec"].get("name") or agent_id, 256),
+            text(row["spec"].get("name") or agent_id, 256),
             str(row["level"]),
             str(row["restart"]),
             parent_id,
             parent,
             cause,
-            recorded.get("span"),
+            found.get("span"),
         )
 
     def _begin(self, agent_id: str, number: int) -> _Live | None:
@@ -275,7 +193,7 @@ class AgentTracer:
             links.append(Link(agent.cause, {"ziggie.link": "deployed_by"}))
         span = self._tracer.start_span(
             f"invoke_agent {agent.name}",
-            context=_under(parent),
+            context=under(parent),
             kind=SpanKind.CLIENT,
             links=links,
             attributes={
@@ -303,9 +221,9 @@ class AgentTracer:
         span.set_attribute("ziggie.outcome", outcome)
         reason = fields.get("reason")
         if reason:
-            span.set_attribute("ziggie.reason", _text(reason))
+            span.set_attribute("ziggie.reason", text(reason))
         if outcome in ("error", "timeout"):
-            span.set_status(Status(StatusCode.ERROR, _text(reason or outcome, 256)))
+            span.set_status(Status(StatusCode.ERROR, text(reason or outcome, 256)))
         span.end()
         # Only live incarnations are kept here (bounded by the agents that run): the next
         # one of this agent starts from its journal row, which names this span.
@@ -316,11 +234,11 @@ class AgentTracer:
         """The journal's copy: where the agent's spans hang, and its live span."""
         assert agent.live is not None
         record: dict[str, Any] = {
-            "span": _traceparent(agent.live.span.get_span_context()),
+            "span": traceparent_of(agent.live.span.get_span_context()),
             "start": agent.live.started,
         }
         if parent is not None:
-            record["parent"] = _traceparent(parent)
+            record["parent"] = traceparent_of(parent)
             if parent.trace_state:
                 record["state"] = parent.trace_state.to_header()
         self._journal.update_agent(agent.agent_id, trace=json.dumps(record))
@@ -345,7 +263,7 @@ class AgentTracer:
             if live is None:
                 return
         span = live.span
-        span.add_event(event, _event_attributes(fields))
+        span.add_event(event, event_attributes(fields))
         self._annotate(span, event, fields)
         if event in _ENDS:
             self._finish(self._agents[agent_id], fields)
@@ -360,9 +278,9 @@ class AgentTracer:
                 span.set_attribute("process.exit.code", fields["exit_code"])
             if isinstance(fields.get("signal"), int):
                 span.set_attribute("ziggie.signal", fields["signal"])
-        elif event == "killed" and (pids := _attribute(fields.get("pids"))) is not None:
+        elif event == "killed" and (pids := attribute(fields.get("pids"))) is not None:
             span.set_attribute("ziggie.killed_pids", pids)
-        elif event == "stop_gave_up" and (left := _attribute(fields.get("left"))) is not None:
+        elif event == "stop_gave_up" and (left := attribute(fields.get("left"))) is not None:
             span.set_attribute("ziggie.left_pids", left)
         elif event == "restarted" and isinstance(fields.get("restarts"), int):
             span.set_attribute("ziggie.restarts", fields["restarts"])
@@ -382,20 +300,20 @@ class AgentTracer:
         tracestate: str | None = None,
         server: bool = False,
     ) -> Iterator[RequestSpan]:
-        parent = _remote(traceparent, tracestate)
+        parent = remote(traceparent, tracestate)
         if parent is None and caller.agent_id is not None:
             parent = self._span_of(caller.agent_id)  # an agent's request, in its own span
         span = self._tracer.start_span(
             name,
-            context=_under(parent),
+            context=under(parent),
             kind=SpanKind.SERVER if server else SpanKind.CONSUMER,
             attributes={"ziggie.transport": transport, "ziggie.caller": str(caller)},
         )
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            yield _Annotated(span)
+            yield Annotated(span)
         except Exception as exc:
-            span.set_status(Status(StatusCode.ERROR, _text(type(exc).__name__)))
+            span.set_status(Status(StatusCode.ERROR, text(type(exc).__name__)))
             raise
         finally:
             otel_context.detach(token)
@@ -404,17 +322,17 @@ class AgentTracer:
     # -- recovery ----------------------------------------------------------------------
 
     def lost(self, row: Mapping[str, Any]) -> None:
-        recorded = _recorded(row)
-        span_ctx, parent = recorded.get("span"), recorded.get("parent")
-        start = recorded.get("start")
+        found = recorded(row)
+        span_ctx, parent = found.get("span"), found.get("parent")
+        start = found.get("start")
         if span_ctx is None or not isinstance(start, int | float):
             return  # it never ran an incarnation, or it ended (and was exported) before
         spec = row.get("spec") or {}
-        name = _text(spec.get("name") or row["agent_id"], 256)
+        name = text(spec.get("name") or row["agent_id"], 256)
         with self._ids.forced(span_ctx.trace_id, span_ctx.span_id):
             span = self._tracer.start_span(
                 f"invoke_agent {name}",
-                context=_under(parent),
+                context=under(parent),
                 kind=SpanKind.CLIENT,
                 start_time=int(start * 1e9),
                 attributes={
@@ -449,24 +367,3 @@ class AgentTracer:
             if agent.live is not None:
                 self._finish(agent, {"outcome": "shutdown", "reason": "coordinator stopped"})
         self._provider.shutdown()
-
-
-def _recorded(row: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A journal row's ``trace``, its contexts parsed (anything malformed is left out:
-    the journal is read as if anyone wrote it)."""
-    if row is None:
-        return {}
-    try:
-        data = json.loads(row.get("trace") or "{}")
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    out: dict[str, Any] = {}
-    for key in ("parent", "span"):
-        found = _remote(data.get(key), data.get("state") if key == "parent" else None)
-        if found is not None:
-            out[key] = found
-    if isinstance(data.get("start"), int | float):
-        out["start"] = float(data["start"])
-    return out
